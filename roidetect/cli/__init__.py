@@ -1,0 +1,63 @@
+"""The ``roidetect`` command.
+
+One module per subcommand in this package; each defines ``register(subparsers)`` that adds
+its parser and sets ``handler``. Command modules import heavy libraries (torch, MONAI) only
+inside their handler so that ``roidetect --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from roidetect import __version__
+from roidetect.errors import UserError
+
+COMMANDS = ("info",)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="roidetect",
+        description="Find cracks, pores and delamination in 3D scans of battery electrodes "
+                    "and plan where to mill them.",
+    )
+    parser.add_argument("--version", action="version", version=f"roidetect {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f"roidetect.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        print(f"roidetect {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"roidetect {args.command}: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``roidetect info SCAN``: shape, type, voxel size and format of a volume, without loading it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from roidetect.cli.common import add_command, add_voxel_size, voxel_size
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(subparsers, "info", "describe a scan: shape, voxel size, value range, format",
+                         "Print shape, data type, voxel size, physical size, value range and format of a "
+                         "volume. Pixel data are not loaded: the value range is read from up to 16 evenly "
+                         "spaced z-slices.")
+    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr or .npy")
+    add_voxel_size(parser)
+    parser.add_argument("--json", action="store_true", help="print the description as JSON")
+    parser.set_defaults(handler=run)
+
+
+def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
+    """The facts ``roidetect info`` prints, as a dictionary."""
+    from roidetect.volume import open_volume, split_inner_path, value_range
+
+    volume = open_volume(scan, voxel_size_um)
+    lo, hi, slices, nonfinite = value_range(volume)
+    path, _ = split_inner_path(scan)
+    on_disk = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return {
+        "path": scan,
+        "format": volume.format,
+        "shape_zyx": list(volume.shape),
+        "dtype": str(volume.dtype),
+        "voxel_size_um_zyx": list(volume.spacing_um),
+        "physical_size_um_zyx": [round(v, 6) for v in volume.physical_size_um],
+        "origin_um_zyx": list(volume.origin_um),
+        "value_range": [lo, hi],
+        "value_range_slices_read": slices,
+        "nonfinite_values_seen": nonfinite,
+        "size_in_memory_bytes": volume.nbytes,
+        "size_on_disk_bytes": on_disk,
+        **{k: v for k, v in volume.details.items()},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    facts = describe(args.scan, voxel_size(args))
+    if args.json:
+        print(json.dumps(facts, indent=2, default=str))
+        return 0
+    z, y, x = facts["shape_zyx"]
+    dz, dy, dx = facts["voxel_size_um_zyx"]
+    pz, py, px = facts["physical_size_um_zyx"]
+    lo, hi = facts["value_range"]
+    sampled = facts["value_range_slices_read"]
+    lines = [
+        f"file            {facts['path']}",
+        f"format          {facts['format']}",
+        f"shape (z y x)   {z} x {y} x {x} voxels",
+        f"data type       {facts['dtype']} ({_human_bytes(facts['size_in_memory_bytes'])} in memory, "
+        f"{_human_bytes(facts['size_on_disk_bytes'])} on disk)",
+        f"voxel size      {dz:g} x {dy:g} x {dx:g} um (z y x)",
+        f"physical size   {pz:g} x {py:g} x {px:g} um",
+        f"value range     {lo:g} .. {hi:g}"
+        + (f" (from {sampled} of {z} z-slices)" if sampled < z else ""),
+    ]
+    if facts["nonfinite_values_seen"]:
+        lines.append("warning         NaN or infinite values present; roidetect will refuse to process them")
+    for key in ("axes", "compression", "bigtiff", "chunks", "dataset", "level", "levels", "slices", "access"):
+        if key in facts and facts[key] is not None:
+            lines.append(f"{key:<16}{facts[key]}")
+    print("\n".join(lines))
+    return 0
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n} B"

@@ -1,0 +1,1 @@
+"""The torch layer: networks, data, the Lightning module and model packages."""

@@ -1,0 +1,102 @@
+"""``run.json``: what a run did, so its results can be reproduced.
+
+Every command that writes an output folder records the command line, roidetect's and its
+libraries' versions, a SHA-256 checksum of each input, the parameters it resolved and the
+wall time of each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from roidetect import __version__
+from roidetect.volume import split_inner_path, write_json
+
+_LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "h5py", "torch", "monai", "lightning",
+              "hydra-core", "safetensors")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of roidetect's main dependencies (without importing them)."""
+    versions = {"roidetect": __version__, "python": platform.python_version()}
+    for name in _LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 of a file, or of every file in a folder (sorted by relative path, names included).
+
+    An HDF5/Zarr inner path (``file.h5:/data``) hashes the whole file.
+    """
+    root, _ = split_inner_path(str(path))
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        if root.is_dir():
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            while chunk := handle.read(chunk_bytes):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RunLog:
+    """Collects what a command did and writes it as ``run.json``.
+
+    Examples
+    --------
+    >>> log = RunLog("predict", {"model": "default"})
+    >>> with log.step("inference"):
+    ...     pass
+    >>> log.record(detections=12)
+    """
+
+    def __init__(self, command: str, parameters: dict[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+        self.data: dict[str, Any] = {
+            "command": command,
+            "argv": list(sys.argv),
+            "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "versions": library_versions(),
+            "inputs": {},
+            "parameters": dict(parameters or {}),
+            "timings_s": {},
+        }
+
+    def add_input(self, role: str, path: str | os.PathLike, checksum: bool = True) -> None:
+        """Record an input file or folder under ``role`` with its SHA-256."""
+        entry: dict[str, Any] = {"path": str(Path(str(path)).resolve()) if ":" not in str(path) else str(path)}
+        if checksum:
+            entry["sha256"] = sha256_of(path)
+        self.data["inputs"][role] = entry
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time a step; its wall time in seconds is stored under ``timings_s[name]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.data["timings_s"][name] = round(time.perf_counter() - start, 3)
+
+    def record(self, **values: Any) -> None:
+        """Add results or resolved parameters to the log."""
+        self.data.update(values)
+
+    def write(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``out_dir/run.json`` with the total wall time."""
+        self.data["timings_s"]["total"] = round(time.perf_counter() - self.started, 3)
+        return write_json(Path(out_dir) / "run.json", self.data)

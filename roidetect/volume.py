@@ -1,0 +1,760 @@
+"""Volumes on disk and in memory: lazy readers, voxel sizes, atomic writers.
+
+A :class:`Volume` is a 3D greyscale array indexed ``(z, y, x)`` with a voxel size
+``spacing_um`` and an ``origin_um`` in micrometres. Readers open files lazily (memory map,
+page-by-page TIFF, HDF5 or Zarr chunks), so a scan larger than memory can be read block by
+block with ``volume[z0:z1, y0:y1, x0:x1]``.
+
+Supported inputs
+----------------
+- multi-page TIFF / BigTIFF, ImageJ hyperstacks and OME-TIFF, compressed or not (``.tif``,
+  ``.tiff``, ``.btf``); the voxel size comes from the ImageJ or OME metadata;
+- a folder of 2D TIFF slices, sorted by the numbers in their names;
+- HDF5 (``file.h5:/group/dataset``); voxel size from the dataset attribute
+  ``element_size_um`` (Fiji, ilastik), ``voxel_size_um`` or ``spacing_um``;
+- Zarr arrays and OME-Zarr (NGFF 0.4 and 0.5) images (``image.zarr``, ``store.zarr:/path``);
+- NumPy ``.npy`` (memory-mapped; no metadata, so the voxel size must be given).
+
+Writers produce ImageJ-compatible TIFF (Fiji and napari show the right scale) and OME-Zarr
+(NGFF 0.4), always through a temporary name and a rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from roidetect.atomic import atomic_file
+from roidetect.errors import UserError
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+
+_UNIT_TO_UM = {
+    "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "micrometre": 1.0, "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "m": 1e6, "meter": 1e6, "metre": 1e6,
+    "cm": 1e4, "centimeter": 1e4, "a": 1e-4, "angstrom": 1e-4, "å": 1e-4,
+}
+
+
+class LazyArray(Protocol):
+    """What a reader hands to :class:`Volume`: a shaped array that reads on slicing."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+
+    def __getitem__(self, key: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D scan or label map with its geometry.
+
+    Parameters
+    ----------
+    data : array-like, shape (Z, Y, X)
+        A numpy array or a lazy array (memory map, HDF5 dataset, Zarr array, TIFF page
+        reader) that returns numpy arrays when sliced.
+    spacing_um : (3,) tuple of float
+        Voxel size along z, y, x in micrometres; all positive.
+    origin_um : (3,) tuple of float
+        Position of voxel (0, 0, 0)'s centre in micrometres.
+    path : str or None
+        Where the data came from, used in messages.
+    format : str
+        Short name of the file format (``"tiff"``, ``"ome-zarr"``, ``"memory"``, ...).
+    """
+
+    data: LazyArray
+    spacing_um: tuple[float, float, float]
+    origin_um: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    path: str | None = None
+    format: str = "memory"
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_array(
+        cls,
+        array: np.ndarray,
+        spacing_um: float | Sequence[float],
+        origin_um: Sequence[float] = (0.0, 0.0, 0.0),
+        name: str = "array",
+    ) -> Volume:
+        """Wrap an in-memory array, checking its shape and voxel size like a reader does."""
+        array = np.asarray(array)
+        _check_array(array, name)
+        return cls(array, _as_spacing(spacing_um, name), _as_triplet(origin_um), None, "memory")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @property
+    def physical_size_um(self) -> tuple[float, float, float]:
+        """Extent of the volume along z, y, x in micrometres."""
+        return tuple(n * s for n, s in zip(self.shape, self.spacing_um))  # type: ignore[return-value]
+
+    @property
+    def name(self) -> str:
+        return self.path or "array"
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Read a block as a numpy array; float blocks are checked for NaN and infinity."""
+        try:
+            block = np.asarray(self.data[key])
+        except UserError:
+            raise
+        except Exception as exc:  # corrupt or truncated files fail here, not at open
+            raise UserError(f"{self.name}: cannot read voxel data ({_short(exc)}); "
+                            "the file may be truncated or corrupt") from exc
+        if block.dtype.kind == "f" and not np.isfinite(block).all():
+            raise UserError(f"{self.name} contains NaN or infinite values; "
+                            "replace them (e.g. with 0) before running roidetect")
+        return block
+
+    def numpy(self) -> np.ndarray:
+        """Read the whole volume into memory."""
+        return self[...]
+
+    def with_spacing(self, spacing_um: float | Sequence[float]) -> Volume:
+        """Return the same volume with another voxel size (the data are not resampled)."""
+        return replace(self, spacing_um=_as_spacing(spacing_um, self.name))
+
+
+# ---------------------------------------------------------------------------- opening
+
+
+def open_volume(path: str | os.PathLike, voxel_size_um: float | Sequence[float] | None = None) -> Volume:
+    """Open a 3D volume lazily, from any supported format.
+
+    Parameters
+    ----------
+    path : str or path
+        File or folder; HDF5 and Zarr take an inner path after a colon:
+        ``scan.h5:/exchange/data``.
+    voxel_size_um : float or (3,) sequence of float, optional
+        Voxel size in micrometres (one value for isotropic voxels, or z, y, x). It overrides
+        the file's metadata; it is required when the file carries none.
+
+    Returns
+    -------
+    Volume
+        With lazy ``data`` of shape (Z, Y, X).
+
+    Raises
+    ------
+    UserError
+        The file does not exist, cannot be read, is not 3D, is empty, or has no voxel size
+        and none was given.
+    """
+    file_path, inner = split_inner_path(str(path))
+    if not file_path.exists():
+        raise UserError(f"{file_path}: no such file or folder")
+    try:
+        volume = _open_by_format(file_path, inner)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{path}: cannot be read as a volume ({_short(exc)})") from exc
+    name = str(path)
+    _check_array(volume.data, name)
+    if voxel_size_um is not None:
+        spacing = _as_spacing(voxel_size_um, name)
+    elif volume.spacing_um is not None:
+        spacing = _as_spacing(volume.spacing_um, name)
+    else:
+        raise UserError(f"{name} carries no voxel size in its metadata; "
+                        "pass it with --voxel-size UM (one value, or three for z y x)")
+    return replace(volume, spacing_um=spacing, path=name)
+
+
+def split_inner_path(path: str) -> tuple[Path, str | None]:
+    """Split ``'scan.h5:/a/b'`` into ``(Path('scan.h5'), '/a/b')``; no colon gives ``None``."""
+    match = re.match(r"^(.*?\.(?:h5|hdf5|hdf|he5|zarr))(?::(.*))?$", path, flags=re.IGNORECASE)
+    if match and match.group(2) is not None:
+        return Path(match.group(1)), match.group(2) or "/"
+    return Path(path), None
+
+
+def _open_by_format(path: Path, inner: str | None) -> Volume:
+    suffix = path.suffix.lower()
+    if suffix in HDF5_SUFFIXES:
+        return _open_hdf5(path, inner)
+    if suffix == ".zarr" or (path.is_dir() and _is_zarr(path)):
+        return _open_zarr(path, inner)
+    if inner is not None:
+        raise UserError(f"{path}: an inner path ':{inner}' only applies to HDF5 and Zarr files")
+    if path.is_dir():
+        return _open_tiff_folder(path)
+    if suffix in TIFF_SUFFIXES:
+        return _open_tiff(path)
+    if suffix == ".npy":
+        return _open_npy(path)
+    raise UserError(f"{path}: unsupported format {suffix or '(no suffix)'}; use TIFF, a folder "
+                    "of TIFF slices, HDF5 (file.h5:/dataset), Zarr/OME-Zarr or .npy")
+
+
+# TIFF --------------------------------------------------------------------------------
+
+
+def _open_tiff(path: Path) -> Volume:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+        series = tif.series[0]
+        shape, axes = tuple(series.shape), series.axes
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable TIFF ({_short(exc)}); "
+                        "the file may be truncated or corrupt") from exc
+    if len(shape) != 3:
+        tif.close()
+        _raise_not_3d(str(path), shape, axes)
+    spacing = _tiff_spacing(tif)
+    fmt = "ome-tiff" if tif.is_ome else "imagej-tiff" if tif.is_imagej else "tiff"
+    compression = series.keyframe.compression
+    details = {"axes": axes, "bigtiff": tif.is_bigtiff, "compression": getattr(compression, "name", str(compression)),
+               "pages": len(series.pages)}
+    offset = series.dataoffset
+    if offset is not None and _fits_in_file(path, offset, shape, series.dtype):
+        tif.close()
+        data = np.memmap(path, dtype=series.dtype, mode="r", offset=offset, shape=shape)
+        details["access"] = "memory map"
+    else:
+        data = _TiffPageStack(tif, series)
+        details["access"] = "page by page"
+    return Volume(data, spacing, (0.0, 0.0, 0.0), str(path), fmt, details)  # type: ignore[arg-type]
+
+
+def _fits_in_file(path: Path, offset: int, shape: tuple[int, ...], dtype: Any) -> bool:
+    return offset + int(np.prod(shape)) * np.dtype(dtype).itemsize <= path.stat().st_size
+
+
+class _TiffPageStack:
+    """Reads the z-slices of a TIFF series one page at a time (compressed or tiled files)."""
+
+    def __init__(self, tif: Any, series: Any) -> None:
+        self._tif = tif
+        self._pages = series.pages
+        self.shape = tuple(series.shape)
+        self.dtype = np.dtype(series.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        zsel, rest = _split_key(key, self.shape)
+        with self._tif.filehandle.lock:
+            planes = [np.asarray(self._pages[int(z)].asarray())[rest] for z in zsel]
+        return _stack(planes, zsel, self.shape, rest, self.dtype)
+
+
+def _tiff_spacing(tif: Any) -> tuple[float, float, float] | None:
+    if tif.is_ome:
+        return _ome_tiff_spacing(tif.ome_metadata)
+    page = tif.pages.first
+    xy = _resolution_um(page)
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        unit = _unit_factor(meta.get("unit", ""))
+        if xy is None or unit is None:
+            return None
+        z = meta.get("spacing")
+        z_um = float(z) * unit if z is not None else None
+        if z_um is None:
+            return None
+        return (z_um, xy[0] * unit, xy[1] * unit)
+    return None
+
+
+def _resolution_um(page: Any) -> tuple[float, float] | None:
+    """Pixel size (y, x) from the TIFF resolution tags, in the file's unit (None if unset)."""
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    xres = tags["XResolution"].value
+    yres = tags["YResolution"].value
+    x = xres[0] / xres[1] if isinstance(xres, tuple) else float(xres)
+    y = yres[0] / yres[1] if isinstance(yres, tuple) else float(yres)
+    if x <= 0 or y <= 0:
+        return None
+    return (1.0 / y, 1.0 / x)
+
+
+def _ome_tiff_spacing(xml: str | None) -> tuple[float, float, float] | None:
+    if not xml:
+        return None
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return None
+    sizes = []
+    for axis in ("Z", "Y", "X"):
+        value = pixels.get(f"PhysicalSize{axis}")
+        factor = _unit_factor(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        if value is None or factor is None:
+            return None
+        sizes.append(float(value) * factor)
+    return (sizes[0], sizes[1], sizes[2])
+
+
+# folder of TIFF slices ---------------------------------------------------------------
+
+
+def _open_tiff_folder(path: Path) -> Volume:
+    import tifffile
+
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")),
+                   key=_natural_key)
+    if not files:
+        raise UserError(f"{path}: folder holds no TIFF slices (*.tif, *.tiff)")
+    try:
+        with tifffile.TiffFile(files[0]) as tif:
+            first = tif.series[0]
+            plane_shape, dtype = tuple(first.shape), np.dtype(first.dtype)
+            spacing = _tiff_spacing(tif)  # ImageJ/OME slices can carry all three sizes
+    except Exception as exc:
+        raise UserError(f"{files[0]}: not a readable TIFF ({_short(exc)})") from exc
+    if len(plane_shape) != 2:
+        raise UserError(f"{files[0]}: slices in a folder must be 2D greyscale images, this one has shape "
+                        f"{plane_shape}")
+    data = _TiffSliceFolder(files, plane_shape, dtype)
+    return Volume(data, spacing, (0.0, 0.0, 0.0), str(path), "tiff-folder",  # type: ignore[arg-type]
+                  {"slices": len(files), "first": files[0].name, "access": "slice by slice"})
+
+
+class _TiffSliceFolder:
+    """Reads z-slices from a sorted list of 2D TIFF files on demand."""
+
+    def __init__(self, files: list[Path], plane_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._files = files
+        self.shape = (len(files), *plane_shape)
+        self.dtype = dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        import tifffile
+
+        zsel, rest = _split_key(key, self.shape)
+        planes = []
+        for z in zsel:
+            plane = tifffile.imread(self._files[int(z)])
+            if plane.shape != self.shape[1:]:
+                raise UserError(f"{self._files[int(z)]}: slice has shape {plane.shape}, the first slice "
+                                f"has {self.shape[1:]}; all slices must match")
+            planes.append(plane[rest])
+        return _stack(planes, zsel, self.shape, rest, self.dtype)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+# HDF5 --------------------------------------------------------------------------------
+
+
+def _open_hdf5(path: Path, inner: str | None) -> Volume:
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable HDF5 file ({_short(exc)})") from exc
+    datasets: list[str] = []
+    handle.visititems(lambda name, obj: datasets.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
+    listing = ", ".join(datasets[:10]) or "none"
+    if inner is None:
+        handle.close()
+        raise UserError(f"{path}: name the dataset to read, e.g. {path}:{datasets[0] if datasets else '/data'} "
+                        f"(datasets in the file: {listing})")
+    obj = handle.get(inner)
+    if not isinstance(obj, h5py.Dataset):
+        handle.close()
+        what = "a group" if obj is not None else "not in the file"
+        raise UserError(f"{path}:{inner} is {what}, not a dataset (datasets in the file: {listing})")
+    spacing = _spacing_from_attrs(obj.attrs)
+    details = {"dataset": inner, "chunks": obj.chunks, "compression": obj.compression, "access": "HDF5 chunks"}
+    return Volume(obj, spacing, (0.0, 0.0, 0.0), f"{path}:{inner}", "hdf5", details)  # type: ignore[arg-type]
+
+
+def _spacing_from_attrs(attrs: Any) -> tuple[float, float, float] | None:
+    for key in ("element_size_um", "voxel_size_um", "spacing_um"):
+        if key in attrs:
+            value = np.atleast_1d(np.asarray(attrs[key], dtype=float))
+            if value.size == 1:
+                value = np.repeat(value, 3)
+            if value.size == 3:
+                return (float(value[0]), float(value[1]), float(value[2]))
+    return None
+
+
+# Zarr / OME-Zarr ---------------------------------------------------------------------
+
+
+def _is_zarr(path: Path) -> bool:
+    return any((path / marker).exists() for marker in (".zarray", ".zgroup", "zarr.json"))
+
+
+def _open_zarr(path: Path, inner: str | None) -> Volume:
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+        if inner and inner.strip("/"):
+            node = node[inner.strip("/")]
+    except Exception as exc:
+        raise UserError(f"{path}{':' + inner if inner else ''}: not a readable Zarr store ({_short(exc)})") from exc
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        return _open_ome_zarr_image(path, node, multiscales[0])
+    if not hasattr(node, "shape"):
+        arrays = list(node.array_keys()) if hasattr(node, "array_keys") else []
+        raise UserError(f"{path}: a Zarr group without OME multiscales metadata; name the array, "
+                        f"e.g. {path}:/{arrays[0] if arrays else 'data'} (arrays: {', '.join(arrays) or 'none'})")
+    return Volume(node, _spacing_from_attrs(attrs), (0.0, 0.0, 0.0), str(path), "zarr",  # type: ignore[arg-type]
+                  {"chunks": node.chunks, "access": "Zarr chunks"})
+
+
+def _open_ome_zarr_image(path: Path, group: Any, ms: dict[str, Any]) -> Volume:
+    dataset = ms["datasets"][0]
+    array = group[dataset["path"]]
+    axes = [a["name"] if isinstance(a, dict) else str(a) for a in ms.get("axes", ["z", "y", "x"][-array.ndim:])]
+    units = [a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", [{}] * array.ndim)]
+    scale = np.ones(array.ndim)
+    translation = np.zeros(array.ndim)
+    for transforms in (dataset.get("coordinateTransformations", []), ms.get("coordinateTransformations", [])):
+        for t in transforms:
+            if t.get("type") == "scale":
+                scale = scale * np.asarray(t["scale"], dtype=float)
+            elif t.get("type") == "translation":
+                translation = translation + np.asarray(t["translation"], dtype=float)
+    spatial = [i for i, a in enumerate(axes) if a in ("z", "y", "x")]
+    others = [i for i, a in enumerate(axes) if a not in ("z", "y", "x")]
+    if len(spatial) != 3 or any(array.shape[i] != 1 for i in others):
+        _raise_not_3d(str(path), tuple(array.shape), "".join(a.upper() for a in axes))
+    data: Any = array
+    if others:
+        data = _SqueezedAxes(array, others)
+    factors = [(_unit_factor(units[i]) if units[i] else 1.0) for i in spatial]
+    if any(f is None for f in factors):
+        raise UserError(f"{path}: unknown spatial unit in OME-Zarr axes {units}")
+    spacing = tuple(float(scale[i] * f) for i, f in zip(spatial, factors))
+    origin = tuple(float(translation[i] * f) for i, f in zip(spatial, factors))
+    return Volume(data, spacing, origin, str(path), "ome-zarr",  # type: ignore[arg-type]
+                  {"level": dataset["path"], "chunks": array.chunks, "access": "Zarr chunks",
+                   "levels": len(ms["datasets"])})
+
+
+class _SqueezedAxes:
+    """View of a Zarr array with its singleton non-spatial axes (c, t) removed."""
+
+    def __init__(self, array: Any, singleton_axes: list[int]) -> None:
+        self._array = array
+        self._axes = singleton_axes
+        self.shape = tuple(s for i, s in enumerate(array.shape) if i not in singleton_axes)
+        self.dtype = array.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            key = tuple(slice(None) for _ in self.shape)
+        key = tuple(key) + (slice(None),) * (len(self.shape) - len(key))
+        full: list[Any] = []
+        it = iter(key)
+        for i in range(self._array.ndim):
+            full.append(0 if i in self._axes else next(it))
+        return np.asarray(self._array[tuple(full)])
+
+
+# NPY ---------------------------------------------------------------------------------
+
+
+def _open_npy(path: Path) -> Volume:
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable .npy file ({_short(exc)})") from exc
+    return Volume(data, None, (0.0, 0.0, 0.0), str(path), "npy", {"access": "memory map"})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _check_array(data: Any, name: str) -> None:
+    shape = tuple(int(s) for s in data.shape)
+    if len(shape) == 2:
+        raise UserError(f"{name} is a 2D image (shape {shape}); roidetect needs a 3D volume (z, y, x): "
+                        "give a multi-page TIFF, a folder of slices, or a 3D array")
+    if len(shape) != 3:
+        _raise_not_3d(name, shape, "")
+    if min(shape) == 0:
+        raise UserError(f"{name} is empty (shape {shape})")
+    kind = np.dtype(data.dtype).kind
+    if kind not in "biuf":
+        raise UserError(f"{name} has data type {data.dtype}; roidetect reads integer or float greyscale volumes")
+
+
+def _raise_not_3d(name: str, shape: tuple[int, ...], axes: str) -> None:
+    where = f" with axes {axes}" if axes else ""
+    if len(shape) < 3:
+        raise UserError(f"{name} has shape {shape}{where}; roidetect needs a 3D volume (z, y, x)")
+    raise UserError(f"{name} has {len(shape)} dimensions (shape {shape}{where}); roidetect needs one 3D "
+                    "greyscale volume (z, y, x): split channels or time points first")
+
+
+def _as_triplet(value: float | Sequence[float]) -> tuple[float, float, float]:
+    arr = np.atleast_1d(np.asarray(value, dtype=float))
+    if arr.size == 1:
+        arr = np.repeat(arr, 3)
+    if arr.size != 3:
+        raise ValueError(f"expected one or three values, got {arr.size}")
+    return (float(arr[0]), float(arr[1]), float(arr[2]))
+
+
+def _as_spacing(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
+    try:
+        spacing = _as_triplet(value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{name}: voxel size {value!r} is not one or three numbers in um") from exc
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise UserError(f"{name}: voxel size {spacing} um must be positive; pass --voxel-size UM")
+    return spacing
+
+
+def _unit_factor(unit: str | None) -> float | None:
+    """Micrometres per ``unit`` (None for 'pixel' or unknown units)."""
+    if unit is None:
+        return None
+    key = str(unit).strip().lower().replace("\u00b5", "µ")
+    return _UNIT_TO_UM.get(key)
+
+
+def _split_key(key: Any, shape: tuple[int, ...]) -> tuple[range | list[int], tuple[Any, ...]]:
+    """Split an index into the z positions to read and the in-plane index."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+    key = tuple(key) + (slice(None),) * (len(shape) - len(key))
+    zkey, rest = key[0], key[1:]
+    if isinstance(zkey, slice):
+        return range(*zkey.indices(shape[0])), rest
+    if isinstance(zkey, (int, np.integer)):
+        return [int(zkey) % shape[0]], rest
+    raise TypeError("z index must be an integer or a slice")
+
+
+def _stack(planes: list[np.ndarray], zsel: Any, shape: tuple[int, ...], rest: tuple[Any, ...],
+           dtype: np.dtype) -> np.ndarray:
+    if isinstance(zsel, list):  # an integer z index drops the axis
+        return planes[0]
+    if planes:
+        return np.stack(planes)
+    plane_shape = np.empty(shape[1:], dtype=bool)[rest].shape
+    return np.empty((0, *plane_shape), dtype=dtype)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+def value_range(volume: Volume, max_slices: int = 16) -> tuple[float, float, int, bool]:
+    """Minimum and maximum over evenly spaced z-slices, without reading the whole volume.
+
+    Returns
+    -------
+    lo, hi : float
+        Range over the slices read (NaN and infinity excluded).
+    slices_read : int
+        How many z-slices were read (equal to Z when the volume has at most ``max_slices``).
+    nonfinite : bool
+        Whether any NaN or infinite value was seen in those slices.
+    """
+    nz = volume.shape[0]
+    picks = np.unique(np.linspace(0, nz - 1, min(nz, max_slices)).round().astype(int))
+    lo, hi, nonfinite = np.inf, -np.inf, False
+    for z in picks:
+        plane = np.asarray(volume.data[int(z)])
+        if plane.dtype.kind == "f":
+            finite = np.isfinite(plane)
+            nonfinite |= not finite.all()
+            plane = plane[finite]
+        if plane.size:
+            lo, hi = min(lo, float(plane.min())), max(hi, float(plane.max()))
+    return lo, hi, len(picks), nonfinite
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def write_tiff(path: str | os.PathLike, data: np.ndarray | Volume, spacing_um: float | Sequence[float] | None = None,
+               overwrite: bool = True, compression: str | None = None) -> Path:
+    """Write a 3D array as a TIFF that Fiji, napari and roidetect read with its voxel size.
+
+    uint8, uint16 and float32 arrays are written as ImageJ hyperstacks (``spacing`` and
+    ``unit=um`` in the ImageJ metadata, x/y in the resolution tags); other types as OME-TIFF
+    with ``PhysicalSize{X,Y,Z}`` in micrometres. Files over 4 GB become BigTIFF. Lazy
+    volumes are written one z-slice at a time, so memory stays at one slice.
+
+    Parameters
+    ----------
+    path : path
+        Destination; written under a temporary name, then renamed.
+    data : ndarray or Volume, shape (Z, Y, X)
+    spacing_um : float or (3,) sequence, optional
+        Voxel size (z, y, x) in micrometres; taken from ``data`` when it is a Volume.
+    compression : str, optional
+        tifffile compression name (e.g. ``"zlib"``); ImageJ reads only uncompressed files
+        natively, so the default is none.
+    """
+    import tifffile
+
+    if isinstance(data, Volume):
+        spacing = data.spacing_um if spacing_um is None else _as_spacing(spacing_um, str(path))
+        source: Any = data.data
+    else:
+        if spacing_um is None:
+            raise ValueError("spacing_um is required for a plain array")
+        spacing = _as_spacing(spacing_um, str(path))
+        source = data
+    _check_array(source, str(path))
+    shape, dtype = tuple(source.shape), np.dtype(source.dtype)
+    imagej = dtype in [np.dtype(d) for d in IMAGEJ_DTYPES]
+    kwargs = _tiff_metadata_kwargs(spacing, shape, imagej)
+    bigtiff = int(np.prod(shape)) * dtype.itemsize > 2**32 - 2**25
+    pages = (np.asarray(source[z]) for z in range(shape[0]))
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(tmp, pages, shape=shape, dtype=dtype, bigtiff=bigtiff,
+                         compression=compression, **kwargs)
+    return Path(path)
+
+
+def create_tiff(path: str | os.PathLike, shape: Sequence[int], dtype: Any,
+                spacing_um: float | Sequence[float]) -> np.memmap:
+    """Create an uncompressed ImageJ TIFF and return it as a writable memory map.
+
+    For writing large outputs block by block: fill the returned array, then ``flush()``
+    and drop it. The caller owns atomicity (write it inside :func:`roidetect.atomic.atomic_dir`).
+    ``dtype`` must be uint8, uint16 or float32.
+    """
+    import tifffile
+
+    dtype = np.dtype(dtype)
+    if dtype not in [np.dtype(d) for d in IMAGEJ_DTYPES]:
+        raise ValueError(f"create_tiff writes ImageJ types only (uint8, uint16, float32), not {dtype}")
+    spacing = _as_spacing(spacing_um, str(path))
+    kwargs = _tiff_metadata_kwargs(spacing, tuple(shape), True)
+    bigtiff = int(np.prod(shape)) * dtype.itemsize > 2**32 - 2**25
+    return tifffile.memmap(path, shape=tuple(shape), dtype=dtype, bigtiff=bigtiff, **kwargs)
+
+
+def _tiff_metadata_kwargs(spacing: tuple[float, float, float], shape: tuple[int, ...], imagej: bool) -> dict[str, Any]:
+    z, y, x = spacing
+    resolution = (1.0 / x, 1.0 / y)
+    if imagej:
+        return {"imagej": True, "resolution": resolution,
+                "metadata": {"spacing": z, "unit": "um", "axes": "ZYX"}}
+    return {"ome": True, "resolution": resolution, "resolutionunit": "NONE",
+            "metadata": {"axes": "ZYX", "PhysicalSizeX": x, "PhysicalSizeXUnit": "µm",
+                         "PhysicalSizeY": y, "PhysicalSizeYUnit": "µm",
+                         "PhysicalSizeZ": z, "PhysicalSizeZUnit": "µm"}}
+
+
+def _zarr_format_kwargs() -> dict[str, Any]:
+    import zarr
+
+    return {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
+
+
+def create_ome_zarr(path: str | os.PathLike, shape: Sequence[int], dtype: Any, spacing_um: float | Sequence[float],
+                    origin_um: Sequence[float] = (0.0, 0.0, 0.0), chunks: Sequence[int] | None = None,
+                    channel_names: Sequence[str] | None = None) -> Any:
+    """Create an empty single-scale OME-Zarr (NGFF 0.4) image and return its writable array.
+
+    Parameters
+    ----------
+    shape : (Z, Y, X) or (C, Z, Y, X)
+        With channels, ``channel_names`` names them (napari shows them as layers).
+    spacing_um, origin_um : voxel size and origin along z, y, x in micrometres.
+    chunks : sequence of int, optional
+        Chunk shape; defaults to 64 x 256 x 256 voxels (one channel per chunk).
+
+    The caller owns atomicity (write it inside :func:`roidetect.atomic.atomic_dir`).
+    """
+    import zarr
+
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"OME-Zarr images here are (Z, Y, X) or (C, Z, Y, X), got shape {shape}")
+    spacing = _as_spacing(spacing_um, str(path))
+    origin = _as_triplet(origin_um)
+    spatial = shape[-3:]
+    if chunks is None:
+        chunks = tuple(min(n, c) for n, c in zip(spatial, (64, 256, 256)))
+        if len(shape) == 4:
+            chunks = (1, *chunks)
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    scale, translation = list(spacing), list(origin)
+    if len(shape) == 4:
+        axes = [{"name": "c", "type": "channel"}, *axes]
+        scale, translation = [1.0, *scale], [0.0, *translation]
+    fmt = _zarr_format_kwargs()
+    group = zarr.open_group(str(path), mode="w", **fmt)
+    attrs: dict[str, Any] = {"multiscales": [{
+        "version": "0.4", "name": Path(path).name, "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": scale}, {"type": "translation", "translation": translation}]}],
+    }]}
+    if len(shape) == 4:
+        names = list(channel_names) if channel_names is not None else [f"channel {i}" for i in range(shape[0])]
+        attrs["omero"] = {"channels": [{"label": n, "active": True} for n in names]}
+    group.attrs.update(attrs)
+    return zarr.open_array(str(Path(path) / "0"), mode="w", shape=shape, chunks=tuple(chunks),
+                           dtype=np.dtype(dtype), fill_value=0, **fmt)
+
+
+def write_ome_zarr(path: str | os.PathLike, data: np.ndarray, spacing_um: float | Sequence[float],
+                   origin_um: Sequence[float] = (0.0, 0.0, 0.0), chunks: Sequence[int] | None = None,
+                   channel_names: Sequence[str] | None = None, overwrite: bool = True) -> Path:
+    """Write an in-memory (Z, Y, X) or (C, Z, Y, X) array as an OME-Zarr image, atomically."""
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        array = create_ome_zarr(tmp, data.shape, data.dtype, spacing_um, origin_um, chunks, channel_names)
+        array[...] = data
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> Path:
+    """Write ``obj`` as indented JSON, atomically (numpy scalars and arrays are converted)."""
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
