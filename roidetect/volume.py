@@ -644,7 +644,7 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray | Volume, spacing_um: f
     bigtiff = int(np.prod(shape)) * dtype.itemsize > 2**32 - 2**25
     pages = (np.asarray(source[z]) for z in range(shape[0]))
     with atomic_file(path, overwrite=overwrite) as tmp:
-        tifffile.imwrite(tmp, pages, shape=shape, dtype=dtype, bigtiff=bigtiff,
+        tifffile.imwrite(tmp, pages, shape=shape, dtype=dtype, bigtiff=bigtiff, photometric="minisblack",
                          compression=compression, **kwargs)
     return Path(path)
 
@@ -665,7 +665,7 @@ def create_tiff(path: str | os.PathLike, shape: Sequence[int], dtype: Any,
     spacing = _as_spacing(spacing_um, str(path))
     kwargs = _tiff_metadata_kwargs(spacing, tuple(shape), True)
     bigtiff = int(np.prod(shape)) * dtype.itemsize > 2**32 - 2**25
-    return tifffile.memmap(path, shape=tuple(shape), dtype=dtype, bigtiff=bigtiff, **kwargs)
+    return tifffile.memmap(path, shape=tuple(shape), dtype=dtype, bigtiff=bigtiff, photometric="minisblack", **kwargs)
 
 
 def _tiff_metadata_kwargs(spacing: tuple[float, float, float], shape: tuple[int, ...], imagej: bool) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from roidetect.cli.common import add_command, add_voxel_size, voxel_size
+from roidetect.errors import UserError
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +27,9 @@ def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
 
     volume = open_volume(scan, voxel_size_um)
     lo, hi, slices, nonfinite = value_range(volume)
+    if nonfinite:
+        raise UserError(f"{scan} ({' x '.join(map(str, volume.shape))} {volume.dtype}) contains NaN or infinite "
+                        "values; replace them (e.g. with 0) before running roidetect")
     path, _ = split_inner_path(scan)
     on_disk = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return {
@@ -38,7 +42,6 @@ def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
         "origin_um_zyx": list(volume.origin_um),
         "value_range": [lo, hi],
         "value_range_slices_read": slices,
-        "nonfinite_values_seen": nonfinite,
         "size_in_memory_bytes": volume.nbytes,
         "size_on_disk_bytes": on_disk,
         **{k: v for k, v in volume.details.items()},
@@ -66,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
         f"value range     {lo:g} .. {hi:g}"
         + (f" (from {sampled} of {z} z-slices)" if sampled < z else ""),
     ]
-    if facts["nonfinite_values_seen"]:
-        lines.append("warning         NaN or infinite values present; roidetect will refuse to process them")
     for key in ("axes", "compression", "bigtiff", "chunks", "dataset", "level", "levels", "slices", "access"):
         if key in facts and facts[key] is not None:
             lines.append(f"{key:<16}{facts[key]}")

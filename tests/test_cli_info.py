@@ -1,0 +1,67 @@
+"""The `roidetect` command: help, `info`, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from roidetect.cli import COMMANDS, main
+from roidetect.volume import write_tiff
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_info_prints_geometry(tmp_path, small_scan, capsys):
+    write_tiff(tmp_path / "scan.tif", small_scan, (0.1, 0.05, 0.05))
+    assert main(["info", str(tmp_path / "scan.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "32 x 40 x 48" in out and "uint16" in out and "0.1 x 0.05 x 0.05 um" in out
+    assert "3.2 x 2 x 2.4 um" in out and "imagej-tiff" in out
+    assert main(["info", str(tmp_path / "scan.tif"), "--json", "--voxel-size", "0.2"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["voxel_size_um_zyx"] == [0.2, 0.2, 0.2]
+    lo, hi = facts["value_range"]
+    assert lo <= small_scan.max() and hi >= lo
+
+
+@pytest.mark.parametrize("case", ["missing", "nan", "2d", "bad-voxel", "no-voxel"])
+def test_info_bad_input_exit_2_one_line(tmp_path, small_scan, capsys, case):
+    path = tmp_path / "scan.tif"
+    args = ["info", str(path)]
+    if case == "nan":
+        data = small_scan.astype(np.float32)
+        data[:, 3, 3] = np.inf
+        write_tiff(path, data, 0.1)
+    elif case == "2d":
+        tifffile.imwrite(path, small_scan[0])
+    elif case == "bad-voxel":
+        write_tiff(path, small_scan, 0.1)
+        args += ["--voxel-size", "-1"]
+    elif case == "no-voxel":
+        tifffile.imwrite(path, small_scan)
+    before = sorted(tmp_path.iterdir())
+    assert main(args) == 2
+    assert sorted(tmp_path.iterdir()) == before
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("roidetect info: error:")
+    assert "scan.tif" in err
+
+
+def test_console_entry_point_exit_status(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "roidetect", "info", str(tmp_path / "none.tif")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,222 @@
+"""Volume readers and writers: round trips through every format, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from roidetect.errors import UserError
+from roidetect.volume import (
+    Volume,
+    create_ome_zarr,
+    create_tiff,
+    open_volume,
+    split_inner_path,
+    value_range,
+    write_json,
+    write_ome_zarr,
+    write_tiff,
+)
+
+SPACING = (0.2, 0.05, 0.05)
+
+
+def _write_every_format(tmp_path: Path, array: np.ndarray) -> dict[str, str]:
+    """Write ``array`` in each supported format; return the path strings to open."""
+    paths = {}
+    write_tiff(tmp_path / "imagej.tif", array, SPACING)
+    paths["imagej"] = str(tmp_path / "imagej.tif")
+    tifffile.imwrite(tmp_path / "zlib.tif", array, imagej=True, compression="zlib",
+                     resolution=(1 / SPACING[2], 1 / SPACING[1]), metadata={"spacing": SPACING[0], "unit": "um"})
+    paths["compressed"] = str(tmp_path / "zlib.tif")
+    tifffile.imwrite(tmp_path / "big.btf", array, bigtiff=True, ome=True, tile=(16, 16), compression="zlib",
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 50, "PhysicalSizeXUnit": "nm",
+                               "PhysicalSizeY": 50, "PhysicalSizeYUnit": "nm",
+                               "PhysicalSizeZ": 0.2, "PhysicalSizeZUnit": "µm"})
+    paths["ome-bigtiff-tiled"] = str(tmp_path / "big.btf")
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z, plane in enumerate(array):
+        tifffile.imwrite(folder / f"slice_{z}.tif", plane, imagej=True,
+                         resolution=(1 / SPACING[2], 1 / SPACING[1]), metadata={"spacing": SPACING[0], "unit": "um"})
+    paths["folder"] = str(folder)
+    with h5py.File(tmp_path / "scan.h5", "w") as handle:
+        dataset = handle.create_dataset("exchange/data", data=array, chunks=(4, 8, 8), compression="gzip")
+        dataset.attrs["element_size_um"] = SPACING
+    paths["hdf5"] = f"{tmp_path / 'scan.h5'}:/exchange/data"
+    write_ome_zarr(tmp_path / "scan.ome.zarr", array, SPACING, chunks=(4, 8, 8))
+    paths["ome-zarr"] = str(tmp_path / "scan.ome.zarr")
+    plain = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=array.shape, dtype=array.dtype,
+                            chunks=(4, 8, 8))
+    plain[...] = array
+    plain.attrs["voxel_size_um"] = list(SPACING)
+    paths["zarr"] = str(tmp_path / "plain.zarr")
+    return paths
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_every_reader_returns_identical_arrays(tmp_path, small_scan, dtype):
+    array = small_scan.astype(dtype)
+    for name, path in _write_every_format(tmp_path, array).items():
+        volume = open_volume(path)
+        assert volume.shape == array.shape, name
+        np.testing.assert_allclose(volume.spacing_um, SPACING, rtol=1e-6, err_msg=name)
+        assert volume.dtype == array.dtype, name
+        np.testing.assert_array_equal(volume.numpy(), array, err_msg=name)
+        np.testing.assert_array_equal(volume[3:9, 5:20:2, -7:], array[3:9, 5:20:2, -7:], err_msg=name)
+        np.testing.assert_array_equal(volume[4], array[4], err_msg=name)
+
+
+def test_npy_needs_voxel_size_and_round_trips(tmp_path, small_scan):
+    np.save(tmp_path / "scan.npy", small_scan)
+    with pytest.raises(UserError, match="--voxel-size"):
+        open_volume(tmp_path / "scan.npy")
+    volume = open_volume(tmp_path / "scan.npy", voxel_size_um=0.05)
+    assert volume.spacing_um == (0.05, 0.05, 0.05)
+    assert isinstance(volume.data, np.memmap)
+    np.testing.assert_array_equal(volume.numpy(), small_scan)
+
+
+def test_written_tiff_opens_in_tifffile_with_voxel_size(tmp_path, small_scan):
+    write_tiff(tmp_path / "out.tif", small_scan, SPACING)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.is_imagej
+        assert tif.imagej_metadata["spacing"] == pytest.approx(SPACING[0])
+        assert tif.imagej_metadata["unit"] in ("um", "micron", "\\u00B5m")
+        xres = tif.pages.first.tags["XResolution"].value
+        assert xres[1] / xres[0] == pytest.approx(SPACING[2], rel=1e-5)
+        np.testing.assert_array_equal(tif.asarray(), small_scan)
+
+
+def test_non_imagej_types_written_as_ome_tiff(tmp_path):
+    instances = np.arange(2 * 3 * 4, dtype=np.uint32).reshape(2, 3, 4) * 100_000
+    write_tiff(tmp_path / "inst.tif", instances, SPACING)
+    volume = open_volume(tmp_path / "inst.tif")
+    assert volume.format == "ome-tiff"
+    np.testing.assert_allclose(volume.spacing_um, SPACING, rtol=1e-6)
+    np.testing.assert_array_equal(volume.numpy(), instances)
+
+
+def test_lazy_volume_written_slice_by_slice(tmp_path, small_scan):
+    write_tiff(tmp_path / "a.tif", small_scan, SPACING)
+    source = open_volume(tmp_path / "a.tif")
+    write_tiff(tmp_path / "b.tif", source)
+    np.testing.assert_array_equal(open_volume(tmp_path / "b.tif").numpy(), small_scan)
+
+
+def test_block_writers(tmp_path, small_scan):
+    labels = (small_scan > 1000).astype(np.uint8)
+    mm = create_tiff(tmp_path / "labels.tif", labels.shape, np.uint8, SPACING)
+    mm[:16] = labels[:16]
+    mm[16:] = labels[16:]
+    mm.flush()
+    del mm
+    volume = open_volume(tmp_path / "labels.tif")
+    assert volume.spacing_um == pytest.approx(SPACING)
+    np.testing.assert_array_equal(volume.numpy(), labels)
+
+    probs = np.stack([1 - labels, labels]).astype(np.uint8) * 255
+    array = create_ome_zarr(tmp_path / "p.ome.zarr", probs.shape, np.uint8, SPACING, origin_um=(1, 2, 3),
+                            channel_names=["background", "solid"])
+    array[...] = probs
+    group = zarr.open_group(str(tmp_path / "p.ome.zarr"), mode="r")
+    assert [c["label"] for c in group.attrs["omero"]["channels"]] == ["background", "solid"]
+    assert group.attrs["multiscales"][0]["axes"][0]["name"] == "c"
+    np.testing.assert_array_equal(np.asarray(group["0"]), probs)
+    with pytest.raises(UserError, match="4 dimensions"):
+        open_volume(tmp_path / "p.ome.zarr")
+
+
+def test_ome_zarr_origin_and_singleton_channel(tmp_path, small_scan):
+    create_ome_zarr(tmp_path / "one.ome.zarr", (1, *small_scan.shape), small_scan.dtype, SPACING,
+                    origin_um=(1.0, 2.0, 3.0))[...] = small_scan[None]
+    volume = open_volume(tmp_path / "one.ome.zarr")
+    assert volume.origin_um == (1.0, 2.0, 3.0)
+    np.testing.assert_array_equal(volume[2:5, :, 7], small_scan[2:5, :, 7])
+
+
+def test_voxel_size_override_and_validation(tmp_path, small_scan):
+    write_tiff(tmp_path / "a.tif", small_scan, SPACING)
+    assert open_volume(tmp_path / "a.tif", voxel_size_um=0.1).spacing_um == (0.1, 0.1, 0.1)
+    assert open_volume(tmp_path / "a.tif", voxel_size_um=(0.3, 0.1, 0.1)).spacing_um == (0.3, 0.1, 0.1)
+    for bad in (0, -0.05, (0.1, 0.0, 0.1), float("nan")):
+        with pytest.raises(UserError, match="positive"):
+            open_volume(tmp_path / "a.tif", voxel_size_um=bad)
+
+
+def test_tiff_without_voxel_size_needs_one(tmp_path, small_scan):
+    tifffile.imwrite(tmp_path / "plain.tif", small_scan)
+    with pytest.raises(UserError, match="no voxel size"):
+        open_volume(tmp_path / "plain.tif")
+    assert open_volume(tmp_path / "plain.tif", voxel_size_um=0.05).shape == small_scan.shape
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "corrupt", "2d", "4d", "empty", "hdf5-no-dataset",
+                                  "hdf5-group", "unsupported", "complex"])
+def test_bad_input_raises_one_line_user_error(tmp_path, small_scan, case):
+    path = tmp_path / "scan.tif"
+    if case == "truncated":
+        write_tiff(path, small_scan, SPACING)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    elif case == "corrupt":
+        path.write_bytes(b"II*\x00" + np.random.default_rng(0).bytes(5000))
+    elif case == "2d":
+        tifffile.imwrite(path, small_scan[0])
+    elif case == "4d":
+        tifffile.imwrite(path, np.stack([small_scan, small_scan]), imagej=True, metadata={"axes": "TZYX"})
+    elif case == "empty":
+        path = tmp_path / "scan.npy"
+        np.save(path, np.zeros((0, 4, 4), np.uint8))
+    elif case in ("hdf5-no-dataset", "hdf5-group"):
+        with h5py.File(tmp_path / "scan.h5", "w") as handle:
+            handle.create_dataset("g/data", data=small_scan)
+        path = tmp_path / ("scan.h5" if case == "hdf5-no-dataset" else "scan.h5:/g")
+    elif case == "unsupported":
+        path = tmp_path / "scan.png"
+        path.write_bytes(b"\x89PNG")
+    elif case == "complex":
+        path = tmp_path / "scan.npy"
+        np.save(path, np.zeros((4, 4, 4), np.complex64))
+    with pytest.raises(UserError) as info:
+        volume = open_volume(path, voxel_size_um=0.05)
+        volume.numpy()  # truncation may only show when the pixels are read
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path).split(":")[0] in message or path.name in message
+
+
+def test_nonfinite_values_are_refused_on_read(tmp_path, small_scan):
+    array = small_scan.astype(np.float32)
+    array[5, 6, 7] = np.nan
+    write_tiff(tmp_path / "nan.tif", array, SPACING)
+    volume = open_volume(tmp_path / "nan.tif")
+    with pytest.raises(UserError, match="NaN"):
+        volume.numpy()
+    assert volume[0:4].shape == (4, 40, 48)  # blocks without NaN still read
+    lo, hi, _, nonfinite = value_range(volume, max_slices=64)
+    assert nonfinite and np.isfinite(lo) and np.isfinite(hi)
+
+
+def test_split_inner_path():
+    assert split_inner_path("a/b.h5:/x/y") == (Path("a/b.h5"), "/x/y")
+    assert split_inner_path("a/b.zarr") == (Path("a/b.zarr"), None)
+    assert split_inner_path("c.tif") == (Path("c.tif"), None)
+
+
+def test_from_array_checks_shape():
+    with pytest.raises(UserError, match="2D"):
+        Volume.from_array(np.zeros((4, 4)), 0.1)
+    volume = Volume.from_array(np.zeros((2, 3, 4)), 0.1)
+    assert volume.physical_size_um == pytest.approx((0.2, 0.3, 0.4))
+
+
+def test_write_json_atomic_and_numpy_aware(tmp_path):
+    write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(3)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": [0, 1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
