@@ -9,9 +9,13 @@ of the particle tops) and a Gaussian, over a window of about a particle's size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
+
+from roidetect.intensity import normalise, robust_range, sample_voxels
 
 
 def first_solid_index(solid: np.ndarray) -> np.ndarray:
@@ -86,6 +90,99 @@ def surface_from_mask(solid: np.ndarray, spacing_um: Sequence[float], smooth_um:
     """
     height = smooth_height_map(first_solid_index(solid), spacing_um, smooth_um)
     return (height * np.float32(spacing_um[0])).astype(np.float32)
+
+
+def solid_threshold(volume: Any, lo: float, hi: float) -> float:
+    """Otsu threshold between void and solid, in normalised intensity units.
+
+    Parameters
+    ----------
+    volume : array-like or Volume, shape (Z, Y, X)
+        Read through a strided subsample (:func:`roidetect.intensity.sample_voxels`).
+    lo, hi : float
+        The volume's robust range (:func:`roidetect.intensity.robust_range`).
+
+    Returns
+    -------
+    float
+        Threshold on ``(value - lo) / (hi - lo)``; 0.5 for a volume of one grey value.
+    """
+    from skimage.filters import threshold_otsu
+
+    values = normalise(sample_voxels(volume), lo, hi)
+    if np.ptp(values) == 0:
+        return 0.5
+    return float(threshold_otsu(values))
+
+
+def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: float = 2.0, slab: int = 64,
+                      min_run: int = 3, progress: bool = False) -> np.ndarray:
+    """Local top-surface height of a scan, read in z-slabs (never the whole volume).
+
+    Each slab is normalised with the scan's robust range, thresholded into solid and void,
+    cleaned of isolated specks (a 3D opening with a 6-connected cross, and a solid voxel
+    counts only when it starts a run of ``min_run`` solid voxels along +z), and the first
+    solid voxel of each column is kept. Reading stops as soon as every column has one. The
+    height map is then smoothed with :func:`smooth_height_map`.
+
+    Parameters
+    ----------
+    volume : Volume
+        The scan (lazy), shape (Z, Y, X), with ``spacing_um``.
+    threshold : float, optional
+        Solid/void threshold in normalised units (0 = dark voids, 1 = bright solid); by
+        default Otsu's threshold on a subsample (:func:`solid_threshold`).
+    smooth_um : float
+        Smoothing window in micrometres (about one particle diameter).
+    slab : int
+        z-slices read at a time (memory is about ``slab * Y * X * 4`` bytes).
+    min_run : int
+        Consecutive solid voxels along +z needed to accept a column's first solid voxel.
+    progress : bool
+        Show a progress bar over the slabs.
+
+    Returns
+    -------
+    ndarray of float32, shape (Y, X)
+        Surface z in micrometres relative to voxel 0 (add ``origin_um[0]`` for scan
+        coordinates). A scan with no solid at all gives zeros.
+    """
+    nz, ny, nx = (int(s) for s in volume.shape)
+    lo, hi = robust_range(volume)
+    if threshold is None:
+        threshold = solid_threshold(volume, lo, hi)
+    opening_halo = 2  # an opening with a radius-1 element looks 2 voxels away
+    first = np.full((ny, nx), np.nan, dtype=np.float32)
+    starts = range(0, nz, max(1, int(slab)))
+    for z0 in tqdm(starts, desc="surface", unit="slab", disable=not progress):
+        z1 = min(z0 + slab, nz)
+        top, bottom = max(z0 - opening_halo, 0), min(z1 + opening_halo + min_run - 1, nz)
+        solid = _open_specks(normalise(volume[top:bottom], lo, hi) >= threshold)
+        run_start = _starts_of_runs(solid, min_run)[z0 - top:z1 - top]
+        found = run_start.any(axis=0) & np.isnan(first)
+        first[found] = z0 + np.argmax(run_start, axis=0)[found]
+        if not np.isnan(first).any():
+            break
+    height = smooth_height_map(first, volume.spacing_um, smooth_um)
+    return (height * np.float32(volume.spacing_um[0])).astype(np.float32)
+
+
+def _open_specks(solid: np.ndarray) -> np.ndarray:
+    """Binary opening with a 6-connected cross; the array's faces are extended, not eroded."""
+    padded = np.pad(solid, 1, mode="edge")
+    opened = ndimage.binary_opening(padded, ndimage.generate_binary_structure(3, 1))
+    return opened[1:-1, 1:-1, 1:-1]
+
+
+def _starts_of_runs(mask: np.ndarray, length: int) -> np.ndarray:
+    """True where ``mask`` holds ``length`` consecutive True voxels from here along +z.
+
+    Runs cut by the end of the array count if they reach it (the scan's last slices).
+    """
+    starts = mask.copy()
+    for shift in range(1, length):
+        starts[:-shift] &= mask[shift:]
+    return starts
 
 
 def depth_below_surface(surface_z_um: np.ndarray, z_vox: np.ndarray, y_vox: np.ndarray, x_vox: np.ndarray,

@@ -1,0 +1,87 @@
+"""The sample surface from a scan, read in slabs, and depth below it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roidetect.surface import depth_below_surface, solid_threshold, surface_from_mask, surface_from_scan
+from roidetect.volume import Volume
+
+SPACING = (0.1, 0.05, 0.05)
+
+
+class ReadLog:
+    """Wraps an array and records the deepest z-slice read as a slab (single-slice reads are
+    the strided intensity subsample, which spans the whole depth by design)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype = array, array.shape, array.dtype
+        self.deepest = -1
+
+    def __getitem__(self, key):
+        z = key[0] if isinstance(key, tuple) else key
+        if isinstance(z, slice):
+            self.deepest = max(self.deepest, (z.stop if z.stop is not None else self.shape[0]) - 1)
+        return self.array[key]
+
+
+@pytest.fixture(scope="module")
+def scan() -> tuple[np.ndarray, np.ndarray]:
+    """Void above a gently undulating surface, noisy solid below, and bright specks in the void."""
+    rng = np.random.default_rng(5)
+    nz, ny, nx = 96, 48, 40
+    y, x = np.mgrid[:ny, :nx]
+    top = 20 + 3 * np.sin(y / 9.0) + 2 * np.cos(x / 7.0)
+    z = np.arange(nz)[:, None, None]
+    image = np.where(z >= top[None], 3000.0, 400.0) + rng.normal(0, 150, (nz, ny, nx))
+    specks = rng.random((nz, ny, nx)) < 0.002
+    image[specks & (z < top[None] - 3)] = 3500.0
+    return np.clip(image, 0, 65535).astype(np.uint16), top.astype(np.float32)
+
+
+def test_surface_from_scan_follows_the_top(scan):
+    image, top = scan
+    surface = surface_from_scan(Volume.from_array(image, SPACING), smooth_um=0.3, slab=8)
+    assert surface.shape == top.shape and surface.dtype == np.float32
+    error_vox = np.abs(surface / SPACING[0] - top)
+    assert np.median(error_vox) < 1.0 and error_vox.max() < 2.5
+
+
+def test_slab_size_does_not_matter(scan):
+    image, _ = scan
+    volume = Volume.from_array(image, SPACING)
+    np.testing.assert_array_equal(surface_from_scan(volume, slab=5), surface_from_scan(volume, slab=200))
+
+
+def test_reading_stops_once_every_column_has_its_surface(scan):
+    image, top = scan
+    log = ReadLog(image)
+    surface_from_scan(Volume(log, SPACING), slab=8)
+    assert log.deepest < top.max() + 16 < image.shape[0]
+
+
+def test_explicit_threshold_and_empty_scan(scan):
+    image, top = scan
+    volume = Volume.from_array(image, SPACING)
+    assert 0.2 < solid_threshold(volume, 400.0, 3000.0) < 0.8
+    surface = surface_from_scan(volume, threshold=0.5, smooth_um=0.3)
+    assert np.median(np.abs(surface / SPACING[0] - top)) < 1.0
+    empty = surface_from_scan(Volume.from_array(np.full((8, 8, 8), 7, np.uint8), SPACING), threshold=2.0)
+    assert not empty.any()
+
+
+def test_solid_top_slice_gives_zero_height():
+    image = np.full((16, 12, 12), 200, np.uint8)
+    image[:, :, :6] = 10  # half the columns are void all the way down
+    surface = surface_from_scan(Volume.from_array(image, SPACING), smooth_um=0.05)
+    assert np.all(surface[:, 6:] == 0)
+
+
+def test_depth_below_mask_surface():
+    solid = np.zeros((20, 8, 8), bool)
+    solid[5:] = True
+    surface = surface_from_mask(solid, SPACING, smooth_um=0.2)
+    np.testing.assert_allclose(surface, 0.5)
+    depth = depth_below_surface(surface, [5, 15], [0, 7], [0, 7], SPACING)
+    np.testing.assert_allclose(depth, [0.0, 1.0])
