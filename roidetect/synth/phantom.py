@@ -1,0 +1,216 @@
+"""One annotated phantom: microstructure -> defects -> CT image, plus its manifest.
+
+:func:`make_phantom` is pure and seeded: the same arguments give the same arrays. The seed
+is split into independent streams for parameter draws, microstructure, defects and imaging,
+so changing an imaging parameter leaves the microstructure and its defects unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from roidetect import __version__
+from roidetect.errors import UserError
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, PORE
+from roidetect.synth.defects import carve_defects
+from roidetect.synth.geometry import geometry_block, load_geometry, packaged_geometry
+from roidetect.synth.imaging import DEFAULT_RESOLUTION_VOX, attenuation_map, ct_scan
+from roidetect.synth.manifest import defect_entries
+from roidetect.synth.microstructure import generate_microstructure, phase_fractions
+from roidetect.synth.params import SynthParams, apply_overrides
+from roidetect.synth.phases import VOID
+from roidetect.synth.presets import get_preset, randomise_params
+
+DEFAULT_SHAPE = (128, 128, 128)
+DEFAULT_VOXEL_SIZE_UM = 0.05
+MIN_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """An annotated synthetic scan.
+
+    Attributes
+    ----------
+    image : uint8 or uint16 ndarray, shape (Z, Y, X)
+        The simulated CT scan.
+    labels : uint8 ndarray, shape (Z, Y, X)
+        0 background (including open porosity, binder, air), 1 pore, 2 crack, 3 delamination.
+    instances : uint16 (uint32 beyond 65535 defects) ndarray, shape (Z, Y, X)
+        Defect id per voxel, equal to the manifest's ``id``; 0 elsewhere.
+    phases : uint8 ndarray, shape (Z, Y, X)
+        Phase map (:mod:`roidetect.synth.phases`) after the defects were cut.
+    particles : int32 ndarray, shape (Z, Y, X)
+        Particle id per particle voxel, 0 elsewhere.
+    manifest : dict
+        Shape, voxel size, preset, seed, resolved parameters, derived imaging quantities
+        and one entry per defect (see docs/architecture.md).
+    spacing_um : (3,) tuple of float
+        Voxel size z, y, x in micrometres.
+    params : SynthParams
+        The parameters used (after randomisation and overrides).
+    timings_s : dict
+        Wall time of each stage (kept out of the manifest so manifests are reproducible).
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray
+    phases: np.ndarray
+    particles: np.ndarray
+    manifest: dict[str, Any]
+    spacing_um: tuple[float, float, float]
+    params: SynthParams
+    timings_s: dict[str, float] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def solid(self) -> np.ndarray:
+        """bool (Z, Y, X): material (particles, binder, collector), i.e. not void."""
+        return self.phases != VOID
+
+
+def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequence[float] | None = None,
+                 seed: int = 0, preset: str = "cathode", randomise: bool = False,
+                 geometry: str | os.PathLike | np.ndarray | None = None, phases: Mapping[str, int] | None = None,
+                 **overrides: Any) -> Phantom:
+    """Make one annotated electrode phantom.
+
+    Parameters
+    ----------
+    shape : (Z, Y, X), optional
+        Volume shape; default 128^3, or the whole ``geometry`` when one is given. With a
+        geometry (given or from the preset) a block of this shape is cut at a seeded random
+        position.
+    voxel_size_um : float or (3,) floats, optional
+        Voxel size in micrometres; default 0.05 (nano-CT). Particle sizes and the
+        resolution are physical, defect sizes are in voxels.
+    seed : int
+        Everything random derives from it.
+    preset : str
+        ``cathode``, ``anode``, ``nmc-real`` or ``any`` (see :mod:`roidetect.synth.presets`).
+    randomise : bool
+        Draw microstructure, defect and imaging parameters from wide ranges (domain
+        randomisation for training).
+    geometry : path or ndarray, optional
+        A segmented microstructure to use instead of a generated one.
+    phases : mapping, optional
+        Value of each phase in ``geometry`` (``{"particle": 85, "binder": 170}``);
+        unlisted values are void.
+    **overrides
+        Any parameter of :class:`~roidetect.synth.params.SynthParams` by name; applied
+        after randomisation.
+
+    Returns
+    -------
+    Phantom
+
+    Raises
+    ------
+    UserError
+        Unknown preset or parameter, invalid value, unreadable geometry, bad shape.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed {seed!r}: use a non-negative integer")
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)]
+    rng_params, rng_micro, rng_defects, rng_imaging = streams
+    chosen = get_preset(preset, rng_params)
+    spacing = _spacing(voxel_size_um)
+
+    source: Any = geometry
+    if source is None and chosen.geometry is not None:
+        source = packaged_geometry(chosen.geometry)
+        phases = phases or chosen.phases
+    full: np.ndarray | None = None
+    if source is not None:
+        if not phases:
+            raise UserError(f"geometry {_describe(source)} needs its phase values, "
+                            "e.g. --phases particle=85,binder=170")
+        full = load_geometry(source, phases)
+    shape = _shape(shape, full if geometry is not None else None)
+
+    params = chosen.params
+    if randomise:
+        params = randomise_params(params, chosen.name, rng_params, shape, spacing)
+    params = apply_overrides(params, overrides)
+
+    timings: dict[str, float] = {}
+    with _timed(timings, "microstructure"):
+        if full is None:
+            micro = generate_microstructure(shape, spacing, params.microstructure, rng_micro)
+            placement = None
+        else:
+            micro, placement = geometry_block(full, shape, params.microstructure, randomise, rng_micro, spacing)
+            micro.stats = {"particles": int(micro.particles.max()), **phase_fractions(micro.phases)}
+    with _timed(timings, "defects"):
+        defects = carve_defects(micro, params.defects, rng_defects)
+    with _timed(timings, "imaging"):
+        attenuation = attenuation_map(micro.phases, micro.particles, micro.particle_phase, defects.labels == PORE,
+                                      params.imaging, rng_imaging)
+        image, imaging_info = ct_scan(attenuation, params.imaging, spacing, rng_imaging)
+    with _timed(timings, "manifest"):
+        entries = defect_entries(defects.instances, defects.records, micro.phases != VOID, spacing)
+
+    instance_dtype = np.uint16 if len(defects.records) < 65536 else np.uint32
+    manifest = {
+        "id": f"{chosen.name}-{seed}",
+        "shape_zyx": list(shape),
+        "voxel_size_um": list(spacing),
+        "preset": chosen.name,
+        "seed": int(seed),
+        "randomised": bool(randomise),
+        "generator": {"name": "roidetect.synth", "version": __version__},
+        "geometry": None if full is None else {"source": _describe(source), "phases": dict(phases or {}),
+                                                **(placement or {})},
+        "microstructure": {**dataclasses.asdict(params.microstructure), "measured": micro.stats},
+        "defect_parameters": dataclasses.asdict(params.defects),
+        "imaging": {**dataclasses.asdict(params.imaging), **imaging_info,
+                    "resolution_um_used": _resolution_um(params, spacing)},
+        "counts": {CLASS_NAMES[c]: sum(1 for e in entries if e["class_id"] == c) for c in DEFECT_CLASSES},
+        "defects": entries,
+    }
+    return Phantom(image, defects.labels, defects.instances.astype(instance_dtype), micro.phases, micro.particles,
+                   manifest, spacing, params, timings)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 4)
+
+
+def _spacing(voxel_size_um: float | Sequence[float] | None) -> tuple[float, float, float]:
+    if voxel_size_um is None:
+        return (DEFAULT_VOXEL_SIZE_UM,) * 3
+    values = [voxel_size_um] * 3 if np.isscalar(voxel_size_um) else list(voxel_size_um)  # type: ignore[list-item]
+    if len(values) != 3 or not all(isinstance(v, (int, float, np.floating, np.integer)) and 0 < v < 1e4
+                                   for v in values):
+        raise UserError(f"voxel size {voxel_size_um!r}: give one positive value or three (z y x) in micrometres")
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def _shape(shape: Sequence[int] | None, full: np.ndarray | None) -> tuple[int, int, int]:
+    if shape is None:
+        return DEFAULT_SHAPE if full is None else tuple(full.shape)  # type: ignore[return-value]
+    values = list(shape)
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and v >= MIN_SIZE for v in values):
+        raise UserError(f"shape {shape!r}: give three whole numbers (z y x), each at least {MIN_SIZE}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def _resolution_um(params: SynthParams, spacing: tuple[float, float, float]) -> float:
+    if params.imaging.resolution_um is not None:
+        return params.imaging.resolution_um
+    return round(DEFAULT_RESOLUTION_VOX * float(np.mean(spacing)), 6)
+
+
+def _describe(source: Any) -> str:
+    return "array" if isinstance(source, np.ndarray) else str(source)

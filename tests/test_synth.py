@@ -1,0 +1,174 @@
+"""Phantom invariants: every class present, labels match the manifest, pores enclosed, cracks thin,
+delaminations on interfaces, seeded determinism, parameter checking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from roidetect.errors import UserError
+from roidetect.labels import CLASS_IDS, CRACK, DEFECT_CLASSES, DELAMINATION, PORE
+from roidetect.surface import depth_below_surface, surface_from_mask
+from roidetect.synth import make_phantom
+from roidetect.synth.phases import BINDER, COLLECTOR, VOID
+from roidetect.synth.presets import RANGES
+
+CONNECT26 = np.ones((3, 3, 3), dtype=bool)
+
+
+@pytest.fixture(scope="module", params=["cathode", "anode", "nmc-real"])
+def phantom(request):
+    return make_phantom(shape=(64, 64, 64), seed=7, preset=request.param)
+
+
+@pytest.fixture(scope="module")
+def collector_phantom():
+    return make_phantom(shape=(64, 64, 64), seed=2, collector=True, collector_delamination_probability=1.0)
+
+
+def _defects(phantom, class_id):
+    return [d for d in phantom.manifest["defects"] if d["class_id"] == class_id]
+
+
+def test_every_class_present_small(phantom):
+    assert set(np.unique(phantom.labels)) == {0, *DEFECT_CLASSES}
+    assert all(phantom.manifest["counts"][name] > 0 for name in ("pore", "crack", "delamination"))
+
+
+def test_every_class_present_default_128():
+    phantom = make_phantom(seed=0)
+    assert phantom.image.shape == (128, 128, 128)
+    assert set(np.unique(phantom.labels)) == {0, *DEFECT_CLASSES}
+
+
+@pytest.mark.parametrize("preset", ["anode", "nmc-real"])
+def test_every_class_present_default_128_other_presets(preset):
+    phantom = make_phantom(seed=0, preset=preset, shape=(128, 128, 128))
+    assert set(np.unique(phantom.labels)) == {0, *DEFECT_CLASSES}
+
+
+def test_labels_match_manifest(phantom):
+    entries = phantom.manifest["defects"]
+    ids = sorted(np.unique(phantom.instances[phantom.instances > 0]).tolist())
+    assert ids == [d["id"] for d in entries] == list(range(1, len(entries) + 1))
+    np.testing.assert_array_equal(phantom.labels > 0, phantom.instances > 0)
+    for entry in entries:
+        mask = phantom.instances == entry["id"]
+        assert mask.sum() == entry["voxels"]
+        assert entry["class_id"] == CLASS_IDS[entry["class"]]
+        assert np.all(phantom.labels[mask] == entry["class_id"])
+        np.testing.assert_allclose(np.argwhere(mask).mean(axis=0), entry["centroid_vox"], atol=1e-2)
+        np.testing.assert_allclose(np.asarray(entry["centroid_vox"]) * phantom.spacing_um, entry["centroid_um"],
+                                   atol=1e-4)
+
+
+def test_defect_voxels_are_void_in_the_phase_map(phantom):
+    defect = phantom.labels > 0
+    assert np.all(phantom.phases[defect] == VOID)
+    assert np.all(phantom.particles[defect] == 0)
+    assert not phantom.solid[defect].any()
+
+
+def test_pores_are_enclosed_by_solid(phantom):
+    components, _ = ndimage.label(phantom.phases == VOID, structure=CONNECT26)
+    sizes = np.bincount(components.ravel())
+    for entry in _defects(phantom, PORE):
+        mask = phantom.instances == entry["id"]
+        ids = np.unique(components[mask])
+        assert len(ids) == 1 and sizes[ids[0]] == mask.sum(), f"pore {entry['id']} touches other void"
+        shell = ndimage.binary_dilation(mask, CONNECT26) & ~mask
+        assert phantom.solid[shell].all()
+        lo, hi = phantom.params.defects.pore_radius_vox
+        spread = phantom.params.defects.pore_elongation
+        assert lo * (1 - spread) <= entry["radius_vox"] <= hi * (1 + spread)
+
+
+def test_cracks_are_thin_sheets(phantom):
+    cracks = _defects(phantom, CRACK)
+    assert cracks
+    for entry in cracks:
+        points = np.argwhere(phantom.instances == entry["id"]).astype(float)
+        eigenvalues = np.linalg.eigvalsh(np.cov(points, rowvar=False))
+        assert 4 * np.sqrt(eigenvalues[0]) <= 3.0 + 1e-9
+        assert 4 * np.sqrt(eigenvalues[2]) > 3 * 4 * np.sqrt(eigenvalues[0])  # a sheet, not a blob
+
+
+def test_particle_delaminations_lie_between_particle_and_binder(phantom):
+    for entry in _defects(phantom, DELAMINATION):
+        mask = phantom.instances == entry["id"]
+        around = ndimage.binary_dilation(mask, CONNECT26) & ~mask
+        assert entry["interface"] == "particle-binder"
+        assert (phantom.particles[around] == entry["host_particle"]).any()
+        assert (phantom.phases[around] == BINDER).any()
+
+
+def test_collector_delamination(collector_phantom):
+    gaps = [d for d in collector_phantom.manifest["defects"] if d.get("interface") == "coating-collector"]
+    assert gaps
+    mask = collector_phantom.instances == gaps[0]["id"]
+    below = np.roll(mask, 1, axis=0) & ~mask
+    assert (collector_phantom.phases[ndimage.binary_dilation(mask, CONNECT26)] == COLLECTOR).any()
+    assert (collector_phantom.phases[below] == COLLECTOR).sum() > 0
+
+
+def test_depth_is_measured_below_the_top_surface(phantom):
+    surface = surface_from_mask(phantom.solid, phantom.spacing_um)
+    for entry in phantom.manifest["defects"]:
+        z, y, x = entry["centroid_vox"]
+        expected = depth_below_surface(surface, [z], [y], [x], phantom.spacing_um)[0]
+        assert entry["depth_um"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_same_seed_same_volume_and_different_seeds_differ():
+    a = make_phantom(shape=(48, 48, 48), seed=5)
+    b = make_phantom(shape=(48, 48, 48), seed=5)
+    c = make_phantom(shape=(48, 48, 48), seed=6)
+    for name in ("image", "labels", "instances", "phases"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.manifest == b.manifest
+    assert not np.array_equal(a.image, c.image)
+    assert not np.array_equal(a.labels, c.labels)
+
+
+def test_imaging_change_keeps_the_microstructure():
+    a = make_phantom(shape=(40, 40, 40), seed=1)
+    b = make_phantom(shape=(40, 40, 40), seed=1, photons=500.0, bit_depth=8)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.image.dtype == np.uint16 and b.image.dtype == np.uint8
+
+
+def test_randomise_draws_within_ranges():
+    phantoms = [make_phantom(shape=(40, 40, 40), seed=s, preset="any", randomise=True) for s in range(4)]
+    lo, hi = RANGES["photons"][1:]
+    for p in phantoms:
+        assert lo <= p.params.imaging.photons <= hi
+        assert p.params.imaging.ct_model in RANGES["ct_model"][1]
+        assert p.image.dtype in (np.uint8, np.uint16)
+    assert len({p.params.imaging.photons for p in phantoms}) == len(phantoms)
+
+
+def test_geometry_from_array_splits_touching_particles():
+    z, y, x = np.mgrid[:40, :40, :40]
+    labels = np.zeros((40, 40, 40), dtype=np.uint8)
+    labels[(z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 < 49] = 2  # binder around the contact
+    for cx in (12, 27):
+        labels[(z - 20) ** 2 + (y - 20) ** 2 + (x - cx) ** 2 < 64] = 1
+    phantom = make_phantom(geometry=labels, phases={"particle": 1, "binder": 2}, seed=0, surface=False)
+    assert phantom.image.shape == (40, 40, 40)
+    assert len(np.unique(phantom.particles[phantom.particles > 0])) == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"preset": "cathodes"}, "unknown preset"),
+    ({"photonz": 3}, "did you mean photons"),
+    ({"photons": -1}, "photons"),
+    ({"ct_model": "cone"}, "ct_model"),
+    ({"pore_radius_vox": [5, 2]}, "first value"),
+    ({"shape": (8, 64, 64)}, "at least"),
+    ({"voxel_size_um": -1.0}, "voxel size"),
+    ({"geometry": np.zeros((20, 20, 20), np.uint8)}, "phase values"),
+])
+def test_bad_arguments_are_user_errors(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        make_phantom(**{"shape": (32, 32, 32), **kwargs})
