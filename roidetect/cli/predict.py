@@ -1,0 +1,54 @@
+"""``roidetect predict SCAN --out DIR``: label maps, probabilities and a detections table."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from roidetect.cli.common import add_command, add_voxel_size, compose_config, voxel_size
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets ``key=value`` overrides follow options (``SCAN --out DIR a=b``), which plain
+    argparse refuses once an option has split the positional arguments."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers, "predict", "find defects in a scan: label maps, probabilities, detections table",
+        "Segment a scan with a trained model (or the classical baseline) block by block and write DIR/labels.tif, "
+        "instances.ome.zarr, probabilities.ome.zarr, surface.tif, detections.csv/.json and run.json. Any key of "
+        "configs/predict.yaml can be set as key=value (e.g. inference.overlap=0.5 detection.high_threshold=0.7).")
+    parser.__class__ = type("PredictParser", (_IntermixedParser, type(parser)), {})
+    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr or .npy")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of configs/predict.yaml")
+    parser.add_argument("--out", required=True, metavar="DIR", help="prediction folder to create")
+    parser.add_argument("--model", help="model package folder, shipped model name, or 'classical' "
+                                        "(default: the shipped default model)")
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--tta", action="store_true", default=None,
+                        help="average over flips and record a per-class uncertainty")
+    add_voxel_size(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from roidetect.inference import predict
+
+    settings = compose_config("predict", args.overrides)
+    predict(args.scan, args.out, model=args.model, device=args.device, tta=args.tta, voxel_size_um=voxel_size(args),
+            overwrite=args.overwrite, quiet=args.quiet, settings=settings)
+    return 0

@@ -1,0 +1,155 @@
+"""Choosing how a model package runs on a scan: device, precision, window and resampling."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from roidetect.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+
+PATCH_OVERLAP = 0.25
+"""Overlap of windows the size of the training patch (MONAI's usual choice)."""
+
+MAX_AUTO_WINDOW = 160
+"""Largest default window edge in model voxels (activation memory grows with its cube)."""
+
+_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises
+    ------
+    UserError
+        Unknown device names, and CUDA asked for where it is not available.
+    """
+    key = str(name).strip().lower()
+    if key == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if key == "cpu":
+        return torch.device("cpu")
+    if key.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserError(f"--device {name}: CUDA is not available ({build}); use --device cpu or auto")
+        try:
+            device = torch.device(key)
+        except RuntimeError as exc:
+            raise UserError(f"--device {name}: not a device name; use cuda or cuda:N") from exc
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return device
+    raise UserError(f"--device {name}: unknown device; choose auto, cpu, cuda or cuda:N")
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """Autocast dtype from ``float32``, ``bfloat16``, ``float16`` or ``auto``.
+
+    ``auto`` is bfloat16 where the hardware computes it natively (CUDA GPUs with bf16, CPUs
+    with AVX512-BF16 or AMX), otherwise float32.
+    """
+    key = str(name).strip().lower()
+    if key == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    if key not in _PRECISIONS:
+        raise UserError(f"inference.precision={name}: choose auto, {', '.join(_PRECISIONS)}")
+    return _PRECISIONS[key]
+
+
+def choose_window(patch: Sequence[int], divisor: Sequence[int], window: Sequence[int] | None = None,
+                  overlap: float | None = None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Window shape (model voxels) and relative overlap per axis.
+
+    By default a window is twice the training patch, at most :data:`MAX_AUTO_WINDOW` voxels
+    but never less than the patch, and neighbouring windows overlap by as many voxels as
+    patch-sized windows at :data:`PATCH_OVERLAP` would (16 voxels for a 64 patch): the same
+    blending band, with fewer windows and less work spent on overlaps.
+
+    Parameters
+    ----------
+    patch : (3,) ints
+        The card's training patch size.
+    divisor : (3,) ints
+        Window edges are rounded up to multiples of these.
+    window : (3,) ints, optional
+        Wanted window shape instead of the default.
+    overlap : float, optional
+        Relative overlap instead of the default.
+    """
+    if window is None:
+        window = [max(p, min(2 * p, MAX_AUTO_WINDOW)) for p in patch]
+    rounded = tuple(int(math.ceil(w / d)) * d for w, d in zip(window, divisor))
+    if overlap is None:
+        overlaps = tuple(min(PATCH_OVERLAP, PATCH_OVERLAP * p / w) for p, w in zip(patch, rounded))
+    else:
+        overlaps = (float(overlap),) * 3
+    return rounded, overlaps  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How windows map between scan and model voxels.
+
+    Attributes
+    ----------
+    scale : (3,) floats
+        Model voxels per scan voxel (1.0 on every axis when the scan is not resampled).
+    scan_window : (3,) ints
+        Window shape in scan voxels (at most the scan's shape).
+    model_window : (3,) ints
+        The window shape the network sees (before padding to the divisor).
+    voxel_ratio : (3,) floats
+        Scan voxel size divided by the model's.
+    """
+
+    scale: tuple[float, float, float]
+    scan_window: tuple[int, int, int]
+    model_window: tuple[int, int, int]
+    voxel_ratio: tuple[float, float, float]
+
+    @property
+    def resampled(self) -> bool:
+        return any(s != 1.0 for s in self.scale)
+
+
+def plan_windows(scan_shape: Sequence[int], scan_spacing_um: Sequence[float], model_spacing_um: Sequence[float],
+                 window: Sequence[int], tolerance: float, warn_ratio: float) -> WindowPlan:
+    """Window shapes for a scan, resampling when its voxel size differs from the model's.
+
+    Parameters
+    ----------
+    scan_shape : (3,) ints
+    scan_spacing_um, model_spacing_um : (3,) floats
+        Voxel sizes z, y, x in micrometres.
+    window : (3,) ints
+        Window shape in model voxels (from :func:`choose_window`).
+    tolerance : float
+        The scan is resampled when a voxel-size ratio differs from 1 by more than this.
+    warn_ratio : float
+        A ratio beyond ``warn_ratio`` (or below its inverse) logs a warning.
+    """
+    ratio = tuple(float(s) / float(m) for s, m in zip(scan_spacing_um, model_spacing_um))
+    resample = any(abs(r - 1.0) > tolerance for r in ratio)
+    if any(r > warn_ratio or r < 1.0 / warn_ratio for r in ratio):
+        log.warning("scan voxel size %s um differs from the model's %s um by a factor of %s; resampling to the "
+                    "model's voxel size, expect lower accuracy than on scans like its training data",
+                    _fmt(scan_spacing_um), _fmt(model_spacing_um), _fmt(ratio))
+    scale = ratio if resample else (1.0, 1.0, 1.0)
+    scan_window = tuple(int(min(n, max(1, round(w / s)))) for w, s, n in zip(window, scale, scan_shape))
+    model_window = tuple(max(1, int(round(w * s))) for w, s in zip(scan_window, scale))
+    return WindowPlan(scale, scan_window, model_window, ratio)  # type: ignore[arg-type]
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "x".join(f"{v:.4g}" for v in values)

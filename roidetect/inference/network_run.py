@@ -1,0 +1,134 @@
+"""``predict`` with a network: load the package, plan windows, build the block-wise source."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from roidetect.errors import UserError
+from roidetect.inference.engine import NetworkSource
+from roidetect.inference.model import DEFAULT_MODEL, choose_window, plan_windows, resolve_device, resolve_precision
+from roidetect.inference.network import Augmentation, WindowModel, augmentations
+from roidetect.inference.settings import detection_params, positive_int, triplet
+from roidetect.inference.sources import NormalisedReader
+from roidetect.intensity import robust_range
+from roidetect.learn.networks import input_divisor
+from roidetect.resources import shipped_models
+from roidetect.volume import Volume
+
+log = logging.getLogger(__name__)
+
+class NetworkRun:
+    """A model package, ready to run on one scan.
+
+    Parameters
+    ----------
+    volume : Volume
+        The scan.
+    cfg : dict
+        Resolved ``predict.yaml`` settings (``model``, ``device``, ``tta``, ``inference``).
+    """
+
+    def __init__(self, volume: Volume, cfg: dict[str, Any]) -> None:
+        from roidetect.learn.bundle import load_package
+
+        self.volume = volume
+        self.cfg = cfg
+        settings = cfg["inference"]
+        _check_engine_settings(settings)
+        self.device = resolve_device(cfg["device"])
+        self.precision = resolve_precision(settings["precision"], self.device)
+        if cfg["model"] == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models() and not Path(DEFAULT_MODEL).is_dir():
+            raise UserError("no default model is installed (models/default is missing); pass --model with a model "
+                            "package folder, a shipped model name, or 'classical'")
+        self.package = load_package(cfg["model"], self.device)
+        card = self.package.card
+        percentiles = _percentiles(card, self.package.path)
+        if settings["threads"] is not None:
+            torch.set_num_threads(int(settings["threads"]))
+        network = card["network"]
+        divisor = input_divisor(network["class"], network.get("args", {}))
+        window = None if settings["window"] is None else triplet(settings["window"], "inference.window")
+        patch = triplet(card["patch_size"], f"{self.package.path}: card.json patch_size")
+        window, self.overlap = choose_window(patch, divisor, window, settings["overlap"])
+        self.plan = plan_windows(volume.shape, volume.spacing_um, _voxel_size(card, self.package.path), window,
+                                 float(settings["resample_tolerance"]), float(settings["warn_ratio"]))
+        variants = augmentations(bool(cfg["tta"]["rotations"])) if cfg["tta"]["enabled"] else [Augmentation()]
+        self.model = WindowModel(self.package.network, self.plan.scale, divisor, self.precision,
+                                 _channels_last(settings["channels_last"], self.precision), variants)
+        self.intensity_range = robust_range(volume, percentiles)
+        self.detection = detection_params(card.get("detection"), cfg["detection"])
+
+    @property
+    def with_uncertainty(self) -> bool:
+        return self.model.with_uncertainty
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self.package.card.get("calibration")
+
+    def source(self) -> NetworkSource:
+        settings = self.cfg["inference"]
+        reader = NormalisedReader(self.volume, *self.intensity_range)
+        return NetworkSource(reader, self.model, self.plan.scan_window, self.overlap,
+                             int(settings["block_size"]), int(settings["batch_size"]), float(settings["sigma_scale"]))
+
+    def describe(self) -> dict[str, Any]:
+        card = self.package.card
+        return {
+            "name": card["name"], "kind": "network", "path": str(self.package.path.resolve()),
+            "network": card["network"], "voxel_size_um": card["voxel_size_um"], "patch_size": card["patch_size"],
+            "normalisation": card["normalisation"], "classes": card["classes"],
+            "device": str(self.device), "precision": str(self.precision).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
+            "window_scan_voxels": list(self.plan.scan_window), "window_model_voxels": list(self.plan.model_window),
+            "overlap": list(self.overlap),
+            "resampled": self.plan.resampled, "voxel_size_ratio": list(self.plan.voxel_ratio),
+            "tta_variants": len(self.model.augmentations),
+        }
+
+
+def _channels_last(setting: Any, precision: torch.dtype) -> bool:
+    """``auto``: channels-last with bf16/fp16 (faster there), contiguous with float32."""
+    if setting == "auto":
+        return precision != torch.float32
+    if not isinstance(setting, bool):
+        raise UserError(f"inference.channels_last={setting}: choose auto, true or false")
+    return setting
+
+
+def _percentiles(card: dict[str, Any], path: Path) -> tuple[float, float]:
+    norm = card["normalisation"]
+    if not isinstance(norm, dict) or norm.get("method") != "volume_percentiles":
+        raise UserError(f"{path}: card.json normalisation {norm!r} is not supported; "
+                        "expected {\"method\": \"volume_percentiles\", \"percentiles\": [low, high]}")
+    try:
+        low, high = (float(p) for p in norm.get("percentiles", (0.5, 99.5)))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: card.json normalisation percentiles must be two numbers") from exc
+    if not 0.0 <= low < high <= 100.0:
+        raise UserError(f"{path}: card.json normalisation percentiles {low}, {high} must satisfy 0 <= low < high <= 100")
+    return low, high
+
+
+def _voxel_size(card: dict[str, Any], path: Path) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in card["voxel_size_um"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: card.json voxel_size_um must be three numbers (z, y, x)") from exc
+    if len(values) != 3 or min(values) <= 0:
+        raise UserError(f"{path}: card.json voxel_size_um must be three positive numbers (z, y, x)")
+    return values  # type: ignore[return-value]
+
+
+def _check_engine_settings(settings: dict[str, Any]) -> None:
+    """The engine's numeric settings, checked before any work."""
+    for key in ("block_size", "batch_size") + (("threads",) if settings["threads"] is not None else ()):
+        positive_int(settings[key], f"inference.{key}")
+    for key, low, high in (("overlap", 0.0, 1.0), ("sigma_scale", 1e-3, 1e6)):
+        value = settings[key]
+        if value is not None and not (isinstance(value, (int, float)) and low <= value < high):
+            raise UserError(f"inference.{key}={value}: must be a number in [{low}, {high})")

@@ -1,0 +1,194 @@
+"""``predict``: a scan in, a prediction folder out (``docs/architecture.md``).
+
+The steps, each block by block so that memory stays bounded by the block size:
+
+1. class probabilities from the network engine (or the classical baseline), quantised into
+   ``probabilities.ome.zarr`` (and ``uncertainty.ome.zarr`` with TTA);
+2. the sample's top surface (``surface.tif``);
+3. detections (:func:`roidetect.detect.detect`), which fill ``instances.ome.zarr`` and
+   ``labels.tif`` and give ``detections.csv`` / ``detections.json``;
+4. ``run.json``.
+
+Every check a user can fail (scan, model, device, output folder, settings) runs before
+anything is written, and the folder appears only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from roidetect.atomic import atomic_dir, check_output_dir
+from roidetect.errors import UserError
+from roidetect.inference import outputs
+from roidetect.inference.mapped import with_transient_mapping
+from roidetect.inference.settings import detection_params, given, load_settings, positive_int, triplet
+from roidetect.inference.sources import ClassicalSource, NormalisedReader
+from roidetect.intensity import DEFAULT_PERCENTILES, robust_range
+from roidetect.runlog import RunLog
+from roidetect.volume import Volume, open_volume
+
+log = logging.getLogger(__name__)
+
+CLASSICAL = "classical"
+
+
+class ModelRun(Protocol):
+    """A model made ready for one scan: what :func:`predict` needs from it."""
+
+    with_uncertainty: bool
+    calibration: Mapping[str, Any] | None
+    detection: Any
+    """:class:`roidetect.detect.DetectionParams` for this model and the settings."""
+    intensity_range: tuple[float, float]
+
+    def source(self) -> Any:
+        """A probability source (:class:`~roidetect.inference.sources.ClassicalSource` or
+        :class:`~roidetect.inference.engine.NetworkSource`)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The ``model`` entry of run.json."""
+
+
+def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model: str | os.PathLike | None = None,
+            device: str | None = None, tta: bool | None = None, voxel_size_um: float | Sequence[float] | None = None,
+            overwrite: bool = False, quiet: bool = False, settings: Mapping[str, Any] | None = None) -> Path:
+    """Segment a scan and write its prediction folder.
+
+    Parameters
+    ----------
+    scan : path or Volume
+        Anything :func:`roidetect.volume.open_volume` reads, or an opened volume.
+    out_dir : path
+        The prediction folder to create.
+    model : str or path, optional
+        A model package folder, the name of a shipped model, or ``"classical"``; default
+        ``settings["model"]`` (``"default"``, the shipped default model).
+    device : str, optional
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; default ``settings["device"]``.
+    tta : bool, optional
+        Test-time augmentation; default ``settings["tta"]["enabled"]``.
+    voxel_size_um : float or (3,) floats, optional
+        Overrides the scan's voxel size (z, y, x).
+    overwrite : bool
+        Replace an existing output folder.
+    quiet : bool
+        No progress bars.
+    settings : mapping, optional
+        Overrides of ``configs/predict.yaml``, nested like the file.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    UserError
+        Unreadable scan, unknown or broken model, unavailable device, bad settings, or an
+        existing output folder without ``overwrite``; nothing is written then.
+    """
+    cfg = load_settings(settings)
+    cfg["model"] = str(model) if model is not None else str(cfg["model"])
+    cfg["device"] = device if device is not None else cfg["device"]
+    cfg["tta"]["enabled"] = bool(tta) if tta is not None else bool(cfg["tta"]["enabled"])
+    volume = scan if isinstance(scan, Volume) else open_volume(scan, voxel_size_um)
+    if isinstance(scan, Volume) and voxel_size_um is not None:
+        volume = volume.with_spacing(voxel_size_um)
+    check_output_dir(out_dir, overwrite)
+    volume = with_transient_mapping(volume)
+    run: ModelRun
+    if cfg["model"] == CLASSICAL:
+        if cfg["tta"]["enabled"]:
+            raise UserError("--tta applies to networks; the classical model has nothing to average")
+        run = _ClassicalRun(volume, cfg)
+    else:
+        from roidetect.inference.network_run import NetworkRun
+
+        run = NetworkRun(volume, cfg)
+    chunks = triplet(cfg["output"]["chunks"], "output.chunks")
+    detect_blocks = triplet(cfg["detection"]["block_size"], "detection.block_size")
+    record = RunLog("predict", cfg)
+    scan_info = _scan_info(volume, record, scan)
+    with atomic_dir(out_dir, overwrite) as tmp:
+        _write_prediction(tmp, volume, cfg, run, record, scan_info, chunks, detect_blocks, quiet)
+    return Path(out_dir)
+
+
+def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: ModelRun, record: RunLog,
+                      scan_info: dict[str, Any], chunks: tuple[int, int, int], detect_blocks: tuple[int, int, int],
+                      quiet: bool) -> None:
+    from roidetect.detect import detect
+    from roidetect.surface import surface_from_scan
+
+    with record.step("inference"):
+        source = run.source()
+        writer = outputs.ProbabilityWriter(out, volume.shape, volume.spacing_um, volume.origin_um,
+                                           run.with_uncertainty, chunks)
+        with tqdm(total=source.total, unit=source.unit, desc="inference", disable=quiet) as bar:
+            for result in source.blocks(bar.update):
+                writer.write(result)
+    with record.step("surface"):
+        surface = surface_from_scan(volume, smooth_um=float(cfg["surface"]["smooth_um"]), progress=not quiet)
+        outputs.write_surface(out / outputs.SURFACE, surface + np.float32(volume.origin_um[0]), volume.spacing_um)
+    with record.step("detect"):
+        instances, labels = outputs.create_label_outputs(out, volume.shape, volume.spacing_um, volume.origin_um, chunks)
+        table = detect(writer.probabilities, volume.spacing_um, volume.origin_um, surface, run.detection,
+                       run.calibration, writer.uncertainty, instances, labels,
+                       detect_blocks, progress=not quiet)
+        outputs.write_detections(out, table, scan_info)
+    record.record(scan=scan_info, model=run.describe(), intensity_range=list(run.intensity_range),
+                  detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
+    record.write(out)
+    log.info("%d detections written to %s", len(table), out)
+
+
+def _scan_info(volume: Volume, record: RunLog, scan: Any) -> dict[str, Any]:
+    """The ``scan`` entry of run.json (and detections.json); checksums the scan's file."""
+    sha256 = None
+    if not isinstance(scan, Volume) and volume.path is not None:
+        record.add_input("scan", volume.path)
+        sha256 = record.data["inputs"]["scan"]["sha256"]
+    return {"path": volume.path, "shape_zyx": list(volume.shape), "voxel_size_um": list(volume.spacing_um),
+            "origin_um": list(volume.origin_um), "dtype": str(volume.dtype), "format": volume.format,
+            "sha256": sha256}
+
+
+class _ClassicalRun:
+    """``--model classical``: the training-free baseline through the same block-wise pipeline."""
+
+    with_uncertainty = False
+    calibration = None
+
+    def __init__(self, volume: Volume, cfg: dict[str, Any]) -> None:
+        from roidetect.classical import ClassicalParams, fit_levels
+
+        self.volume = volume
+        self.cfg = cfg
+        section = dict(cfg["classical"])
+        self.block_size = positive_int(section.pop("block_size"), "classical.block_size")
+        chosen = given(section)
+        for key, value in chosen.items():
+            try:
+                ClassicalParams.from_mapping({key: value})
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"classical.{key}={value}: not a valid value ({exc})") from exc
+        params = ClassicalParams.from_mapping(chosen)
+        self.intensity_range = robust_range(volume, DEFAULT_PERCENTILES)
+        fit = "void_level" not in chosen and "solid_level" not in chosen
+        self.params = fit_levels(volume, params, self.intensity_range) if fit else params
+        self.detection = detection_params(None, cfg["detection"])
+
+    def source(self) -> ClassicalSource:
+        reader = NormalisedReader(self.volume, *self.intensity_range)
+        return ClassicalSource(reader, self.volume.spacing_um, self.params.as_dict(), self.block_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": CLASSICAL, "kind": "classical", "params": self.params.as_dict(),
+                "normalisation": {"method": "volume_percentiles", "percentiles": list(DEFAULT_PERCENTILES)}}

@@ -1,0 +1,191 @@
+"""``roidetect predict``: the prediction folder, resampling, TTA, classical, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+import zarr
+
+from roidetect.cli import main
+from roidetect.detect import DETECTION_COLUMNS
+from roidetect.errors import UserError
+from roidetect.inference import predict
+from roidetect.learn.bundle import save_package
+from roidetect.learn.networks import build_network
+from roidetect.volume import open_volume, write_tiff
+
+NETWORK = {"class": "UNet", "args": {"in_channels": 1, "out_channels": 4, "channels": [4, 8], "strides": [2],
+                                     "num_res_units": 1}}
+FAST = {"inference": {"window": 32, "block_size": 32, "precision": "float32"}}
+PORES = [(16, 14, 14, 4), (16, 30, 34, 3), (24, 31, 31, 3)]  # z, y, x, radius; the last crosses (32, 32, 32)
+
+
+def card(voxel_size_um: float = 0.1) -> dict:
+    return {"name": "tiny", "classes": {"0": "background", "1": "pore", "2": "crack", "3": "delamination"},
+            "network": NETWORK, "voxel_size_um": [voxel_size_um] * 3,
+            "normalisation": {"method": "volume_percentiles", "percentiles": [0.5, 99.5]}, "patch_size": [32] * 3}
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_package(tmp_path_factory.mktemp("model") / "tiny", build_network("UNet", **NETWORK["args"]), card())
+
+
+def phantom(shape: tuple[int, int, int] = (40, 48, 48), pores: list = PORES) -> np.ndarray:
+    """Bright particles in grey binder, each with an enclosed dark pore; uint16."""
+    rng = np.random.default_rng(11)
+    z, y, x = np.indices(shape)
+    image = np.full(shape, 0.35)
+    for cz, cy, cx, r in pores:
+        image[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= (r + 7) ** 2] = 1.0
+    for cz, cy, cx, r in pores:
+        image[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= r * r] = 0.05
+    image += rng.normal(0, 0.03, shape)
+    return (image * 20000 + 1000).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiff(tmp_path_factory.mktemp("scan") / "scan.tif", phantom(), (0.1, 0.1, 0.1))
+
+
+def read_run(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def test_prediction_folder_has_the_scans_geometry(scan: Path, package: Path, tmp_path: Path) -> None:
+    out = predict(scan, tmp_path / "pred", model=package, quiet=True, settings=FAST)
+    shape, spacing = (40, 48, 48), (0.1, 0.1, 0.1)
+    labels = open_volume(out / "labels.tif")
+    assert labels.shape == shape and labels.dtype == np.uint8
+    np.testing.assert_allclose(labels.spacing_um, spacing, rtol=1e-6)
+    with tifffile.TiffFile(out / "labels.tif") as tif:
+        assert tif.is_imagej and tif.series[0].shape == shape
+    probabilities = zarr.open_array(str(out / "probabilities.ome.zarr" / "0"), mode="r")
+    assert probabilities.shape == (4, *shape) and probabilities.dtype == np.uint8
+    assert np.abs(probabilities[...].astype(int).sum(axis=0) - 255).max() <= 3
+    assert open_volume(out / "instances.ome.zarr").shape == shape
+    assert tifffile.imread(out / "surface.tif").shape == shape[1:]
+    table = pd.read_csv(out / "detections.csv")
+    assert tuple(table.columns) == DETECTION_COLUMNS
+    assert len(json.loads((out / "detections.json").read_text())["detections"]) == len(table)
+    run = read_run(out)
+    assert run["scan"]["shape_zyx"] == list(shape) and run["scan"]["sha256"]
+    assert run["model"]["name"] == "tiny" and not run["model"]["resampled"]
+    assert {"inference", "surface", "detect", "total"} <= set(run["timings_s"])
+    assert not (out / "uncertainty.ome.zarr").exists()
+
+
+def test_coarser_scan_is_resampled_and_outputs_keep_its_shape(package: Path, tmp_path: Path) -> None:
+    coarse = write_tiff(tmp_path / "coarse.tif", phantom((20, 24, 28), [(10, 12, 14, 3)]), (0.2, 0.2, 0.2))
+    out = predict(coarse, tmp_path / "pred", model=package, quiet=True, settings=FAST)
+    labels = open_volume(out / "labels.tif")
+    assert labels.shape == (20, 24, 28)
+    np.testing.assert_allclose(labels.spacing_um, (0.2, 0.2, 0.2), rtol=1e-6)
+    assert zarr.open_array(str(out / "probabilities.ome.zarr" / "0"), mode="r").shape == (4, 20, 24, 28)
+    model = read_run(out)["model"]
+    assert model["resampled"] and model["voxel_size_ratio"] == [2.0, 2.0, 2.0]
+    assert model["window_scan_voxels"] == [16, 16, 16] and model["window_model_voxels"] == [32, 32, 32]
+
+
+def test_tta_writes_uncertainty(scan: Path, package: Path, tmp_path: Path) -> None:
+    out = predict(scan, tmp_path / "pred", model=package, tta=True, quiet=True, settings=FAST)
+    spread = zarr.open_array(str(out / "uncertainty.ome.zarr" / "0"), mode="r")[...]
+    assert spread.shape == (4, 40, 48, 48) and spread.max() > 0
+    assert read_run(out)["model"]["tta_variants"] == 8
+    table = pd.read_csv(out / "detections.csv")
+    assert table["uncertainty"].notna().all()
+
+
+def test_classical_finds_the_phantoms_pores_once_each(scan: Path, tmp_path: Path) -> None:
+    small_blocks = {"classical": {"block_size": 32}, "detection": {"block_size": 32}}
+    out = predict(scan, tmp_path / "pred", model="classical", quiet=True, settings=small_blocks)
+    table = pd.read_csv(out / "detections.csv")
+    pores = table[table["class"] == "pore"]
+    for cz, cy, cx, _ in PORES:
+        distance = np.sqrt((pores["z"] - cz) ** 2 + (pores["y"] - cy) ** 2 + (pores["x"] - cx) ** 2)
+        assert (distance < 2.0).sum() == 1, f"pore at {(cz, cy, cx)}"
+    whole = predict(scan, tmp_path / "whole", model="classical", quiet=True,
+                    settings={"classical": {"block_size": 64}, "detection": {"block_size": 64}})
+    pd.testing.assert_frame_equal(pd.read_csv(whole / "detections.csv"), table)
+    assert read_run(out)["model"]["kind"] == "classical"
+
+
+def test_cli_runs_and_refuses_to_overwrite(scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "pred"
+    assert main(["predict", str(scan), "--out", str(out), "--model", "classical", "-q", "detection.min_voxels=4"]) == 0
+    assert read_run(out)["parameters"]["detection"]["min_voxels"] == 4
+    before = (out / "run.json").read_bytes()
+    assert main(["predict", str(scan), "--out", str(out), "--model", "classical", "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "run.json").read_bytes() == before
+    assert main(["predict", str(scan), "--out", str(out), "--model", "classical", "-q", "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred"]
+
+
+def broken_packages(root: Path, package: Path) -> dict[str, Path]:
+    """Model packages with no weights, and with weights of another network."""
+    missing = root / "no_weights"
+    missing.mkdir()
+    (missing / "card.json").write_text((package / "card.json").read_text())
+    mismatched = root / "mismatched"
+    other = build_network("UNet", **{**NETWORK["args"], "channels": [8, 16]})
+    save_package(mismatched, other, card())
+    return {"no_weights": missing, "mismatched": mismatched}
+
+
+@pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
+                                  "mismatched", "bad_override", "cuda", "tta_classical", "no_default_model"])
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if case == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "slice.tif", np.zeros((8, 8), np.uint8))
+    np.save(inputs / "raw.npy", np.zeros((8, 8, 8), np.uint8))
+    broken = broken_packages(inputs, package)
+    monkeypatch.setattr("roidetect.inference.network_run.shipped_models", lambda: [])
+    args = {
+        "no_scan": [str(inputs / "missing.tif")],
+        "image_2d": [str(inputs / "slice.tif")],
+        "no_voxel_size": [str(inputs / "raw.npy"), "--model", "classical"],
+        "unknown_model": [str(scan), "--model", "no-such-model"],
+        "no_weights": [str(scan), "--model", str(broken["no_weights"])],
+        "mismatched": [str(scan), "--model", str(broken["mismatched"])],
+        "bad_override": [str(scan), "--model", "classical", "inference.no_such_key=1"],
+        "cuda": [str(scan), "--model", str(package), "--device", "cuda"],
+        "tta_classical": [str(scan), "--model", "classical", "--tta"],
+        "no_default_model": [str(scan)],
+    }[case]
+    out = tmp_path / "out" / "pred"
+    assert main(["predict", *args, "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("roidetect predict: error:") and "\n" not in err
+    assert not out.exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_no_default_model_message_says_what_to_do(scan: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("roidetect.inference.network_run.shipped_models", lambda: [])
+    with pytest.raises(UserError, match="no default model is installed.*--model"):
+        predict(scan, tmp_path / "pred", quiet=True)
+
+
+def test_classical_prediction_does_not_import_torch(scan: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from roidetect.inference import predict; "
+            f"predict({str(scan)!r}, {str(tmp_path / 'pred')!r}, model='classical', quiet=True); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
