@@ -105,10 +105,10 @@ class DefectParams:
     crack_sagitta_vox: float = 1.5
     crack_branch_probability: float = 0.4
     delamination_rate: float = 0.3
-    delamination_gap_vox: tuple[float, float] = (1.0, 2.5)
+    delamination_gap_vox: tuple[float, float] = (2.0, 5.0)
     delamination_extent: tuple[float, float] = (0.4, 0.9)
     collector_delamination_probability: float = 0.8
-    collector_gap_vox: tuple[float, float] = (1.0, 3.0)
+    collector_gap_vox: tuple[float, float] = (2.0, 5.0)
     min_per_class: int = 1
 
 
