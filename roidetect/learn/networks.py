@@ -7,6 +7,7 @@ Every hyperparameter is a keyword argument, so a model package's ``card.json`` (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -42,3 +43,24 @@ def build_network(name: str, **kwargs: Any) -> nn.Module:
         return getattr(nets, name)(**kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
         raise UserError(f"cannot build {name} with arguments {kwargs}: {exc}") from exc
+
+
+def input_divisor(name: str, args: Mapping[str, Any]) -> tuple[int, int, int]:
+    """What every input edge (z, y, x) of ``name`` built with ``args`` must be a multiple of.
+
+    It is the network's total down-sampling per axis: the product of the strides for UNet
+    and DynUNet, ``2 ** (len(blocks_down) - 1)`` for SegResNet and ``patch_size * 16`` for
+    SwinUNETR. Training patch sizes are rounded to it.
+    """
+    import numpy as np
+
+    if name in ("UNet", "DynUNet"):
+        factors = np.ones(3, dtype=int)
+        for stride in args.get("strides", ()):
+            factors *= np.broadcast_to(np.asarray(stride, dtype=int), (3,))
+        return tuple(int(f) for f in factors)  # type: ignore[return-value]
+    if name == "SegResNet":
+        return (2 ** (len(args.get("blocks_down", (1, 2, 2, 4))) - 1),) * 3  # type: ignore[return-value]
+    if name == "SwinUNETR":
+        return (int(args.get("patch_size", 2)) * 16,) * 3  # type: ignore[return-value]
+    raise UserError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")

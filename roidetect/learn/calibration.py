@@ -1,0 +1,98 @@
+"""Score calibration: turn a detection's raw score into the probability that it is real.
+
+On the validation volumes every detection is either matched to a true defect or not
+(:mod:`roidetect.evaluate`'s matching). An isotonic regression of matched (1) / not matched
+(0) against the raw score (mean class probability) gives a monotone map, stored in the
+model card as plain lists ``{"x": [...], "y": [...]}`` that :mod:`roidetect.detect`
+interpolates. Pure numpy and scikit-learn; no pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+import numpy as np
+import pandas as pd
+
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, IGNORE
+
+
+@dataclass
+class CalibrationSamples:
+    """Raw scores and match outcomes of validation detections, per class name."""
+
+    scores: dict[str, list[float]] = field(default_factory=lambda: {CLASS_NAMES[c]: [] for c in DEFECT_CLASSES})
+    matched: dict[str, list[bool]] = field(default_factory=lambda: {CLASS_NAMES[c]: [] for c in DEFECT_CLASSES})
+
+    def add(self, detections: pd.DataFrame, matches: Mapping[str, list[list[float]]], counted: np.ndarray) -> None:
+        """Add one volume's detections.
+
+        Parameters
+        ----------
+        detections : DataFrame
+            :func:`roidetect.detect.detect` table (``id``, ``class``, ``score_raw``).
+        matches : mapping
+            ``evaluate_volumes(...)["matches"]``: per class ``[[pred id, true id, score], ...]``.
+        counted : ndarray of bool, shape (len(detections),)
+            False for detections that lie mostly on unannotated voxels: neither right nor
+            wrong, so left out.
+        """
+        for name in self.scores:
+            rows = (detections["class"] == name).to_numpy() & counted
+            matched_ids = {int(pair[0]) for pair in matches.get(name, [])}
+            self.scores[name] += detections.loc[rows, "score_raw"].astype(float).tolist()
+            self.matched[name] += [int(i) in matched_ids for i in detections.loc[rows, "id"]]
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Detections and matches per class."""
+        return {name: {"detections": len(self.scores[name]), "matched": int(sum(self.matched[name]))}
+                for name in self.scores}
+
+
+def counted_detections(instances: np.ndarray, true_labels: np.ndarray, voxels: np.ndarray, ids: np.ndarray,
+                       max_ignored_fraction: float) -> np.ndarray:
+    """Which detections lie mostly on annotated voxels (the rule :mod:`roidetect.evaluate` counts by).
+
+    Parameters
+    ----------
+    instances : ndarray of int, shape (Z, Y, X)
+        Detection id per voxel.
+    true_labels : ndarray of uint8, shape (Z, Y, X)
+        255 where not annotated.
+    voxels, ids : ndarray, shape (N,)
+        Each detection's size and id.
+    max_ignored_fraction : float
+
+    Returns
+    -------
+    ndarray of bool, shape (N,)
+    """
+    on_ignored = instances[(true_labels == IGNORE) & (instances > 0)].astype(np.int64)
+    counts = np.bincount(on_ignored, minlength=int(ids.max(initial=0)) + 1)
+    return counts[ids.astype(np.int64)] <= max_ignored_fraction * voxels
+
+
+def fit_calibration(samples: CalibrationSamples, min_detections: int = 10) -> dict[str, dict[str, list[float]]]:
+    """Isotonic regression of "matched" on raw score, per class.
+
+    Classes with fewer than ``min_detections`` validation detections, or whose scores are
+    all equal, get no entry (their scores stay raw).
+
+    Returns
+    -------
+    dict
+        ``{class_name: {"x": increasing raw scores, "y": probabilities in [0, 1]}}``.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    curves: dict[str, dict[str, list[float]]] = {}
+    for name, scores in samples.scores.items():
+        x = np.asarray(scores, dtype=float)
+        if len(x) < min_detections or np.ptp(x) == 0:
+            continue
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+        model.fit(x, np.asarray(samples.matched[name], dtype=float))
+        knots_x, knots_y = np.asarray(model.X_thresholds_), np.clip(model.y_thresholds_, 0.0, 1.0)
+        if len(knots_x) >= 2:
+            curves[name] = {"x": [float(v) for v in knots_x], "y": [float(v) for v in knots_y]}
+    return curves

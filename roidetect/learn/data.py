@@ -1,0 +1,328 @@
+"""Training and validation data for Lightning: patch streams and whole validation volumes.
+
+Training draws class-balanced random patches, either from volumes held in memory (a
+dataset folder) or from phantoms generated on the fly, so that every epoch is new. Each
+epoch's stream is seeded by ``(seed, epoch, rank, worker)``: runs are reproducible, and
+processes and workers never repeat each other. Validation hands over whole held-out
+volumes, one at a time, for sliding-window inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from roidetect import labels as label_scheme
+from roidetect.intensity import normalise, robust_range
+from roidetect.learn.dataset import LoadedVolume
+from roidetect.learn.sampling import PatchSampler, crop, index_classes
+
+TRAIN_SEEDS = 2**30
+"""Training phantoms take seeds below this, validation phantoms at or above it: never the same."""
+
+
+@dataclass(frozen=True)
+class PhantomSettings:
+    """How on-the-fly phantoms are made (arguments of :func:`roidetect.synth.make_phantom`)."""
+
+    shape: tuple[int, int, int]
+    voxel_size_um: tuple[float, float, float]
+    preset: str
+    randomise: bool
+    patches_per_phantom: int
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Any :class:`roidetect.synth.SynthParams` field by name, applied after randomisation."""
+
+
+def make_phantom_volume(settings: PhantomSettings, seed: int, name: str, percentiles: Sequence[float]) -> LoadedVolume:
+    """Generate one phantom and hold it as a :class:`LoadedVolume`."""
+    from roidetect.synth import make_phantom
+
+    phantom = make_phantom(settings.shape, settings.voxel_size_um, seed=seed, preset=settings.preset,
+                           randomise=settings.randomise, **settings.overrides)
+    image = np.asarray(phantom.image)
+    spacing = tuple(float(s) for s in phantom.spacing_um)
+    return LoadedVolume(name, image, np.asarray(phantom.labels, dtype=np.uint8), np.asarray(phantom.instances),
+                        spacing, robust_range(image, tuple(percentiles)))  # type: ignore[arg-type]
+
+
+class PatchStream(IterableDataset):
+    """A fixed number of augmented training patches per epoch.
+
+    Parameters
+    ----------
+    volumes : sequence of LoadedVolume
+        Volumes to cut patches from (empty when ``phantoms`` is given).
+    sampler : PatchSampler
+    transform : callable
+        MONAI augmentation (see :mod:`roidetect.learn.transforms`).
+    patches : int
+        Patches per epoch for this process, shared among the DataLoader workers in whole
+        batches (rounded up to a multiple of ``batch_size``).
+    batch_size : int
+    seed, epoch, rank : int
+        Seed the stream.
+    phantoms : PhantomSettings, optional
+        Generate a new phantom every ``patches_per_phantom`` patches instead of using
+        ``volumes``.
+    percentiles : (2,) float
+        Normalisation percentiles for generated phantoms.
+    max_indexed : int
+        Voxel positions remembered per class and volume for sampling.
+
+    Yields
+    ------
+    dict
+        ``image`` float32 (1, Z, Y, X), ``label`` uint8 (1, Z, Y, X).
+    """
+
+    def __init__(self, volumes: Sequence[LoadedVolume], sampler: PatchSampler, transform: Any, patches: int,
+                 batch_size: int, seed: int, epoch: int = 0, rank: int = 0, phantoms: PhantomSettings | None = None,
+                 percentiles: Sequence[float] = (0.5, 99.5), max_indexed: int = 20_000) -> None:
+        super().__init__()
+        self.volumes, self.sampler, self.transform = list(volumes), sampler, transform
+        self.batch_size = max(1, int(batch_size))
+        self.batches = max(1, -(-int(patches) // self.batch_size))
+        self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
+        self.phantoms, self.percentiles, self.max_indexed = phantoms, tuple(percentiles), max_indexed
+        rng = np.random.default_rng([self.seed, 0x1D])
+        self.indexes = [index_classes(v.label, rng, max_indexed) for v in self.volumes]
+
+    def __len__(self) -> int:
+        return self.batches * self.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        count = self.batch_size * (self.batches // workers + (1 if worker < self.batches % workers else 0))
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        self.transform.set_random_state(seed=int(rng.integers(2**31)))
+        for volumes, indexes, n in self._groups(rng, count):
+            for _ in range(n):
+                yield self._patch(volumes, indexes, rng)
+
+    def _groups(self, rng: np.random.Generator, count: int) -> Iterator[tuple[list[LoadedVolume], list[Any], int]]:
+        if self.phantoms is None:
+            yield self.volumes, self.indexes, count
+            return
+        while count > 0:
+            seed = int(rng.integers(TRAIN_SEEDS))
+            volume = make_phantom_volume(self.phantoms, seed, f"phantom_{seed}", self.percentiles)
+            n = min(count, self.phantoms.patches_per_phantom)
+            yield [volume], [index_classes(volume.label, rng, self.max_indexed)], n
+            count -= n
+
+    def _patch(self, volumes: list[LoadedVolume], indexes: list[Any], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        which, start = self.sampler.sample([v.label.shape for v in volumes], indexes, rng)
+        volume = volumes[which]
+        size = self.sampler.patch_size
+        image = normalise(crop(volume.image, start, size, None), *volume.intensity_range)
+        label = crop(volume.label, start, size, label_scheme.IGNORE)
+        return self.transform({"image": torch.from_numpy(np.ascontiguousarray(image))[None],
+                               "label": torch.from_numpy(np.ascontiguousarray(label))[None]})
+
+
+class ValidationVolumes(Dataset):
+    """Whole held-out volumes, normalised, one item per volume.
+
+    Items are dicts: ``image`` float32 tensor (1, Z, Y, X), ``label`` uint8 ndarray
+    (Z, Y, X), ``instances`` ndarray or None, ``spacing_um``, ``id`` and ``index`` (the
+    volume's position in the list).
+    """
+
+    def __init__(self, volumes: Sequence[LoadedVolume]) -> None:
+        self.volumes = list(volumes)
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        v = self.volumes[i]
+        return {"image": torch.from_numpy(normalise(v.image, *v.intensity_range))[None], "label": v.label,
+                "instances": v.instances, "spacing_um": v.spacing_um, "id": v.id, "index": i}
+
+
+def first_item(batch: list[Any]) -> Any:
+    """Collate function for batches of one whole volume: no stacking."""
+    return batch[0]
+
+
+class PatchDataModule(pl.LightningDataModule):
+    """Patch streams for training, whole volumes for validation.
+
+    The training stream is rebuilt every epoch (the trainer reloads it) with the epoch
+    and the process rank in its seed.
+
+    Parameters
+    ----------
+    train_volumes : sequence of LoadedVolume
+        In-memory training volumes (empty with ``phantoms``).
+    val_volumes : sequence of LoadedVolume
+    sampler : PatchSampler
+    augment : mapping
+        Arguments of :func:`roidetect.learn.transforms.build_augmentation`.
+    batch_size, num_workers, patches_per_epoch, seed : int
+    phantoms : PhantomSettings, optional
+    percentiles : (2,) float
+    max_indexed : int
+        Voxel positions remembered per class and volume for sampling.
+    """
+
+    def __init__(self, train_volumes: Sequence[LoadedVolume], val_volumes: Sequence[LoadedVolume],
+                 sampler: PatchSampler, augment: Mapping[str, Any], batch_size: int, num_workers: int,
+                 patches_per_epoch: int, seed: int, phantoms: PhantomSettings | None = None,
+                 percentiles: Sequence[float] = (0.5, 99.5), max_indexed: int = 20_000) -> None:
+        super().__init__()
+        from roidetect.learn.transforms import augmentation_from_config
+
+        self.train_volumes, self.val_volumes = list(train_volumes), list(val_volumes)
+        self.sampler, self.transform = sampler, augmentation_from_config(augment)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.patches_per_epoch, self.seed = int(patches_per_epoch), int(seed)
+        self.phantoms, self.percentiles, self.max_indexed = phantoms, tuple(percentiles), int(max_indexed)
+        self._stream: PatchStream | None = None
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        if self._stream is None:
+            self._stream = PatchStream(self.train_volumes, self.sampler, self.transform, self.patches_per_epoch,
+                                       self.batch_size, self.seed, phantoms=self.phantoms, percentiles=self.percentiles,
+                                       max_indexed=self.max_indexed)
+        self._stream.epoch, self._stream.rank = epoch, rank
+        return DataLoader(self._stream, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=False, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(ValidationVolumes(self.val_volumes), batch_size=1, collate_fn=first_item, num_workers=0)
+
+
+@dataclass
+class TrainingData:
+    """Everything the trainer needs from the ``data`` config.
+
+    Attributes
+    ----------
+    datamodule : PatchDataModule
+    fingerprint : dict
+        Of the training volumes (for phantoms: of the validation phantoms).
+    patch_size : (3,) int
+    voxel_size_um : (3,) float
+        The voxel size the model is trained at (median of the training volumes).
+    summary : dict
+        What was trained on, for the model card.
+    """
+
+    datamodule: PatchDataModule
+    fingerprint: dict[str, Any]
+    patch_size: tuple[int, int, int]
+    voxel_size_um: list[float]
+    summary: dict[str, Any]
+
+
+def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[int]) -> TrainingData:
+    """Read or generate the volumes, fingerprint them and build the data module.
+
+    Parameters
+    ----------
+    data : mapping
+        The resolved ``data`` config (``configs/data/*.yaml``).
+    seed : int
+    divisor : (3,) int
+        Patch edges must be multiples of these (:func:`roidetect.learn.networks.input_divisor`).
+    """
+    from roidetect.errors import UserError
+    from roidetect.learn.fingerprint import default_patch_size, fingerprint_arrays, summarise
+
+    percentiles = tuple(float(p) for p in data["percentiles"])
+    phantoms = None
+    if data["kind"] == "folder":
+        train_volumes, val_volumes, fingerprint, summary = _folder_volumes(data, seed, percentiles)
+        fingerprint = summarise({v.id: fingerprint["volumes"][v.id] for v in train_volumes}, percentiles)
+    elif data["kind"] == "synthetic":
+        phantoms = PhantomSettings(tuple(int(s) for s in data["shape"]),  # type: ignore[arg-type]
+                                   tuple(float(s) for s in data["voxel_size_um"]),  # type: ignore[arg-type]
+                                   str(data["preset"]), bool(data["randomise"]), int(data["patches_per_phantom"]),
+                                   dict(data.get("synth_overrides") or {}))
+        train_volumes = []
+        if data.get("val_path"):
+            val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True)
+        else:
+            val_volumes = [make_phantom_volume(phantoms, TRAIN_SEEDS + seed * 1000 + i, f"val_phantom_{i}", percentiles)
+                           for i in range(int(data["val_phantoms"]))]
+        fingerprint = fingerprint_arrays([(v.id, v.image, v.label, v.spacing_um) for v in val_volumes], percentiles)
+        fingerprint["voxel_size_um"] = list(phantoms.voxel_size_um)
+        fingerprint["shape_zyx"] = list(phantoms.shape)
+        summary = {"kind": "synthetic", "preset": phantoms.preset, "shape_zyx": list(phantoms.shape),
+                   "voxel_size_um": list(phantoms.voxel_size_um), "randomise": phantoms.randomise,
+                   "synth_overrides": dict(phantoms.overrides),
+                   "val_volumes": [v.id for v in val_volumes], "val_path": data.get("val_path")}
+    else:
+        raise UserError(f"data.kind={data['kind']!r}: choose folder or synthetic")
+    if not val_volumes:
+        raise UserError("no validation volumes: mark some volumes \"split\": \"val\", set data.val_fraction, "
+                        "data.val_phantoms or data.val_path")
+    if data["patch_size"] == "auto":
+        patch = default_patch_size(fingerprint["voxel_size_um"], fingerprint["shape_zyx"], divisor,
+                                   int(data["patch_voxels"]))
+    else:
+        patch = tuple(int(p) for p in data["patch_size"])
+        if len(patch) != 3 or any(p % d for p, d in zip(patch, divisor)):
+            raise UserError(f"data.patch_size={list(patch)}: give three edges (z, y, x), each a multiple of "
+                            f"{list(divisor)} for this network, or auto")
+    sampler = PatchSampler(patch, {label_scheme.class_id(k): float(v) for k, v in data["sampling"].items()},  # type: ignore[arg-type]
+                           float(data["jitter"]))
+    module = PatchDataModule(train_volumes, val_volumes, sampler, data["augment"], data["batch_size"],
+                             data["num_workers"], data["patches_per_epoch"], seed, phantoms, percentiles,
+                             int(data["max_indexed"]))
+    summary.update(patch_size=list(patch), patches_per_epoch=int(data["patches_per_epoch"]),
+                   batch_size=int(data["batch_size"]), sampling=dict(data["sampling"]))
+    return TrainingData(module, fingerprint, patch, list(fingerprint["voxel_size_um"]), summary)  # type: ignore[arg-type]
+
+
+def _folder_volumes(data: Mapping[str, Any], seed: int, percentiles: tuple[float, ...]) -> tuple[list[LoadedVolume], list[LoadedVolume], dict[str, Any], dict[str, Any]]:
+    from roidetect.learn.dataset import split_entries
+
+    if data.get("val_path"):
+        train_volumes, fingerprint = _dataset_volumes(data["path"], data, percentiles, validation=False)
+        val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True)
+    else:
+        spec, fingerprint = _fingerprinted(data["path"], data, percentiles)
+        train_entries, val_entries = split_entries(spec.volumes, float(data["val_fraction"]), seed)
+        train_volumes = [_load(e, spec, fingerprint) for e in train_entries]
+        val_volumes = [_load(e, spec, fingerprint) for e in val_entries]
+    summary = {"kind": "folder", "path": str(data["path"]), "val_path": data.get("val_path"),
+               "train_volumes": [v.id for v in train_volumes], "val_volumes": [v.id for v in val_volumes]}
+    return train_volumes, val_volumes, fingerprint, summary
+
+
+def _fingerprinted(path: str, data: Mapping[str, Any], percentiles: tuple[float, ...]) -> tuple[Any, dict[str, Any]]:
+    from roidetect.learn.dataset import read_dataset
+    from roidetect.learn.fingerprint import dataset_fingerprint
+
+    spec = read_dataset(path)
+    return spec, dataset_fingerprint(spec, percentiles, data.get("cache_dir"))
+
+
+def _dataset_volumes(path: str, data: Mapping[str, Any], percentiles: tuple[float, ...],
+                     validation: bool) -> tuple[list[LoadedVolume], dict[str, Any]]:
+    """Every volume of a dataset not marked ``test``; for validation only those marked ``val``, if any."""
+    spec, fingerprint = _fingerprinted(path, data, percentiles)
+    entries = [e for e in spec.volumes if e.split != "test"]
+    if validation and any(e.split == "val" for e in entries):
+        entries = [e for e in entries if e.split == "val"]
+    return [_load(e, spec, fingerprint) for e in entries], fingerprint
+
+
+def _load(entry: Any, spec: Any, fingerprint: dict[str, Any]) -> LoadedVolume:
+    from roidetect.learn.dataset import load_volume
+
+    lo, hi = fingerprint["volumes"][entry.id]["intensity_range"]
+    return load_volume(entry, spec.ignore_label, (float(lo), float(hi)))

@@ -1,0 +1,216 @@
+"""Training datasets on disk: reading ``dataset.json`` and loading its volumes.
+
+A dataset is a folder (or any place) with a ``dataset.json`` listing image/label volume
+pairs with their voxel sizes; the format is documented in ``docs/architecture.md`` and, for
+users exporting labels from other tools, in ``docs/training.md``. This module only reads
+files (it never imports torch) and never modifies them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roidetect import labels as label_scheme
+from roidetect.errors import UserError
+
+DATASET_FORMAT = "roidetect-dataset/1"
+DATASET_FILE = "dataset.json"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class VolumeEntry:
+    """One image/label pair of a dataset; paths are absolute (HDF5/Zarr may carry ``:inner``)."""
+
+    id: str
+    image: str
+    label: str
+    instances: str | None = None
+    voxel_size_um: tuple[float, float, float] | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The content of a ``dataset.json``."""
+
+    path: Path
+    name: str
+    classes: dict[int, str]
+    ignore_label: int
+    volumes: tuple[VolumeEntry, ...]
+    generator: dict[str, Any] | None = None
+
+
+@dataclass
+class LoadedVolume:
+    """A volume held in memory for training or validation.
+
+    Attributes
+    ----------
+    id : str
+    image : ndarray, shape (Z, Y, X)
+        Raw intensities as stored (any numeric type).
+    label : ndarray of uint8, shape (Z, Y, X)
+        The label scheme of :mod:`roidetect.labels`; 255 marks voxels that were not annotated.
+    instances : ndarray of int, shape (Z, Y, X), or None
+        One id per true defect (0 = none), when the dataset provides it.
+    spacing_um : (3,) tuple of float
+        Voxel size (z, y, x) in micrometres.
+    intensity_range : (2,) tuple of float
+        The image's robust (low, high) percentiles used to normalise it.
+    """
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray
+    instances: np.ndarray | None
+    spacing_um: tuple[float, float, float]
+    intensity_range: tuple[float, float]
+
+
+def dataset_json_path(path: str | os.PathLike) -> Path:
+    """``path`` itself if it is a file, else ``path/dataset.json``."""
+    path = Path(path).expanduser()
+    return path / DATASET_FILE if path.is_dir() else path
+
+
+def read_dataset(path: str | os.PathLike) -> DatasetSpec:
+    """Read and check a ``dataset.json`` (or the folder holding one).
+
+    Raises
+    ------
+    UserError
+        Missing file, invalid JSON, unknown format, classes that do not follow the label
+        scheme, or volumes without ``id``/``image``/``label``.
+    """
+    json_path = dataset_json_path(path)
+    if not json_path.is_file():
+        raise UserError(f"{json_path}: no dataset.json here; write one as described in docs/training.md "
+                        "or make one with 'roidetect synth'")
+    try:
+        raw = json.loads(json_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{json_path}: not valid JSON ({exc})") from exc
+    if raw.get("format") != DATASET_FORMAT:
+        raise UserError(f"{json_path}: 'format' must be {DATASET_FORMAT!r}, got {raw.get('format')!r}")
+    classes = _check_classes(json_path, raw.get("classes", {str(k): v for k, v in label_scheme.CLASS_NAMES.items()}))
+    volumes = raw.get("volumes")
+    if not isinstance(volumes, list) or not volumes:
+        raise UserError(f"{json_path}: 'volumes' must be a non-empty list")
+    entries = tuple(_entry(json_path, i, v) for i, v in enumerate(volumes))
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{json_path}: volume ids must be unique")
+    return DatasetSpec(path=json_path, name=str(raw.get("name", json_path.parent.name)), classes=classes,
+                       ignore_label=int(raw.get("ignore_label", label_scheme.IGNORE)), volumes=entries,
+                       generator=raw.get("generator"))
+
+
+def _check_classes(json_path: Path, classes: Any) -> dict[int, str]:
+    if not isinstance(classes, dict):
+        raise UserError(f"{json_path}: 'classes' must map label ids to names")
+    checked: dict[int, str] = {}
+    for key, name in classes.items():
+        try:
+            cid = int(key)
+        except ValueError:
+            raise UserError(f"{json_path}: class id {key!r} is not an integer") from None
+        if label_scheme.CLASS_NAMES.get(cid) != str(name).lower():
+            expected = ", ".join(f'"{k}": "{v}"' for k, v in label_scheme.CLASS_NAMES.items())
+            raise UserError(f"{json_path}: class {key}: {name!r} does not follow roidetect's label scheme "
+                            f"({expected}); relabel the volumes to these ids")
+        checked[cid] = str(name).lower()
+    return checked
+
+
+def _entry(json_path: Path, index: int, item: Any) -> VolumeEntry:
+    where = f"{json_path}: volumes[{index}]"
+    if not isinstance(item, dict) or not all(k in item for k in ("image", "label")):
+        raise UserError(f"{where} needs at least 'image' and 'label'")
+    split = item.get("split")
+    if split is not None and split not in SPLITS:
+        raise UserError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+    voxel = item.get("voxel_size_um")
+    if voxel is not None:
+        values = [float(voxel)] * 3 if np.isscalar(voxel) else [float(v) for v in voxel]
+        if len(values) != 3 or min(values) <= 0:
+            raise UserError(f"{where}: voxel_size_um must be one positive value or three (z, y, x)")
+        voxel = tuple(values)
+    base = json_path.parent
+    default_id = Path(str(item["image"]).split(":")[0]).stem
+    return VolumeEntry(
+        id=str(item.get("id", default_id)),
+        image=str(base / str(item["image"])),
+        label=str(base / str(item["label"])),
+        instances=str(base / str(item["instances"])) if item.get("instances") else None,
+        voxel_size_um=voxel,  # type: ignore[arg-type]
+        split=split,
+    )
+
+
+def split_entries(entries: Sequence[VolumeEntry], val_fraction: float, seed: int) -> tuple[list[VolumeEntry], list[VolumeEntry]]:
+    """Divide volumes into training and validation volumes.
+
+    Volumes marked ``"split": "val"`` validate and ``"test"`` are left out. When none is
+    marked ``val``, a seeded random ``val_fraction`` of the others (at least one) is held
+    out; a dataset of a single volume validates on that volume.
+
+    Returns
+    -------
+    train, val : lists of VolumeEntry
+    """
+    usable = [e for e in entries if e.split != "test"]
+    marked = [e for e in usable if e.split == "val"]
+    if marked:
+        return [e for e in usable if e.split != "val"], marked
+    if not usable:
+        raise UserError("the dataset has no volumes outside the 'test' split to train on")
+    if len(usable) == 1:
+        return list(usable), list(usable)
+    n_val = min(len(usable) - 1, max(1, round(val_fraction * len(usable))))
+    order = np.random.default_rng(seed).permutation(len(usable))
+    val_ids = {usable[i].id for i in order[:n_val]}
+    return [e for e in usable if e.id not in val_ids], [e for e in usable if e.id in val_ids]
+
+
+def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: tuple[float, float]) -> LoadedVolume:
+    """Read an entry's image, labels (and instances) into memory.
+
+    Label values equal to the dataset's ``ignore_label`` become 255; values outside the
+    label scheme are an error.
+    """
+    from roidetect.volume import open_volume
+
+    image = open_volume(entry.image, entry.voxel_size_um)
+    label = open_volume(entry.label, image.spacing_um)
+    if label.shape != image.shape:
+        raise UserError(f"{entry.label}: label shape {label.shape} differs from image shape {image.shape}")
+    label_array = _as_label_array(label.numpy(), ignore_label, entry.label)
+    instances = None
+    if entry.instances is not None:
+        inst = open_volume(entry.instances, image.spacing_um)
+        if inst.shape != image.shape:
+            raise UserError(f"{entry.instances}: shape {inst.shape} differs from image shape {image.shape}")
+        instances = inst.numpy()
+    return LoadedVolume(entry.id, image.numpy(), label_array, instances, image.spacing_um, intensity_range)
+
+
+def _as_label_array(values: np.ndarray, ignore_label: int, name: str) -> np.ndarray:
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        raise UserError(f"{name}: labels must be integers, not fractional values")
+    values = values.astype(np.int64, copy=False)
+    out = np.where(values == ignore_label, label_scheme.IGNORE, values)
+    unknown = ((out < 0) | (out >= label_scheme.NUM_CLASSES)) & (out != label_scheme.IGNORE)
+    if unknown.any():
+        examples = np.unique(out[unknown])[:5].tolist()
+        raise UserError(f"{name}: label values {examples} are not in the label scheme "
+                        "(0 background, 1 pore, 2 crack, 3 delamination, 255 not annotated)")
+    return out.astype(np.uint8)

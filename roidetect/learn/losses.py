@@ -1,0 +1,103 @@
+"""Segmentation losses that skip voxels that were not annotated (label 255).
+
+MONAI's ``DiceCELoss`` and ``DiceFocalLoss`` have no ignore label. Dice, cross-entropy and
+focal terms are all sums over voxels, so the annotated voxels of each patch are gathered
+into a 1D "image" ``(1, C, M)`` and the MONAI loss runs on that: unannotated voxels then
+contribute nothing, neither to the loss nor to its gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from roidetect import labels as label_scheme
+from roidetect.errors import UserError
+
+LOSSES = ("DiceCELoss", "DiceFocalLoss")
+
+
+class IgnoreLabelLoss(nn.Module):
+    """Wrap a MONAI segmentation loss so that voxels labelled ``ignore_label`` are skipped.
+
+    Parameters
+    ----------
+    loss : nn.Module
+        A MONAI loss taking logits ``(B, C, ...)`` and integer targets ``(B, 1, ...)``
+        (built with ``to_onehot_y=True, softmax=True``).
+    ignore_label : int
+        Target value of unannotated voxels.
+    batch_dice : bool
+        True pools the annotated voxels of the whole batch into one Dice (stable for rare
+        classes); False averages the loss of each patch.
+    """
+
+    def __init__(self, loss: nn.Module, ignore_label: int = label_scheme.IGNORE, batch_dice: bool = True) -> None:
+        super().__init__()
+        self.loss = loss
+        self.ignore_label = ignore_label
+        self.batch_dice = batch_dice
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss over annotated voxels.
+
+        Parameters
+        ----------
+        logits : float tensor, shape (B, C, Z, Y, X)
+        target : integer tensor, shape (B, 1, Z, Y, X) or (B, Z, Y, X)
+            Class ids; ``ignore_label`` where not annotated.
+
+        Returns
+        -------
+        scalar tensor
+            Zero (still attached to the graph) when no voxel is annotated.
+        """
+        if target.ndim == logits.ndim - 1:
+            target = target.unsqueeze(1)
+        channels = logits.shape[1]
+        flat_logits = logits.float().reshape(logits.shape[0], channels, -1)
+        flat_target = target.reshape(target.shape[0], 1, -1).long()
+        keep = flat_target[:, 0] != self.ignore_label
+        if not keep.any():
+            return flat_logits.sum() * 0.0
+        if self.batch_dice:
+            picked = flat_logits.permute(1, 0, 2)[:, keep].unsqueeze(0)
+            return self.loss(picked, flat_target[:, 0][keep].reshape(1, 1, -1))
+        losses = [self.loss(flat_logits[i][:, keep[i]].unsqueeze(0), flat_target[i][:, keep[i]].unsqueeze(0))
+                  for i in range(logits.shape[0]) if keep[i].any()]
+        return torch.stack(losses).mean()
+
+
+def build_loss(name: str, class_weights: Sequence[float] | None = None, batch_dice: bool = True,
+               ignore_label: int = label_scheme.IGNORE, **kwargs: Any) -> IgnoreLabelLoss:
+    """A MONAI Dice+CE or Dice+Focal loss that ignores unannotated voxels.
+
+    Parameters
+    ----------
+    name : {"DiceCELoss", "DiceFocalLoss"}
+    class_weights : sequence of float, optional
+        One weight per output channel (background first), applied to both terms.
+    batch_dice : bool
+        See :class:`IgnoreLabelLoss`.
+    ignore_label : int
+    **kwargs
+        Other arguments of the MONAI loss (``include_background``, ``lambda_dice``,
+        ``lambda_ce`` / ``lambda_focal``, ``gamma``, ``smooth_nr``, ...).
+    """
+    from monai import losses
+
+    if name not in LOSSES:
+        raise UserError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    weight = None if class_weights is None else torch.as_tensor([float(w) for w in class_weights])
+    if weight is not None and not kwargs.get("include_background", True):
+        # MONAI drops the background weight for Dice itself but needs the full vector for CE.
+        if name == "DiceFocalLoss":
+            weight = weight[1:]
+    try:
+        loss = getattr(losses, name)(to_onehot_y=True, softmax=True, weight=weight, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot build {name} with arguments {kwargs}: {exc}") from exc
+    return IgnoreLabelLoss(loss, ignore_label=ignore_label, batch_dice=batch_dice)

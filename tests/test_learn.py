@@ -1,0 +1,294 @@
+"""The torch layer's parts: dataset.json, fingerprint, patch sampling, losses, augmentation, configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from roidetect.errors import UserError
+from roidetect.labels import BACKGROUND, CRACK, DELAMINATION, IGNORE, PORE
+from roidetect.volume import write_tiff
+
+SPACING = (0.05, 0.05, 0.05)
+
+
+def tiny_volume(seed: int, shape: tuple[int, int, int] = (32, 32, 32)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright particle in dim binder with a pore, a crack and a delamination gap.
+
+    Returns image (uint8), labels (uint8) and instances (uint16), each of ``shape``.
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(float)
+    centre = np.asarray(shape) / 2 + rng.integers(-2, 3, 3)
+    radius = 0.38 * min(shape)
+    dist = np.sqrt(((grid - centre[:, None, None, None]) ** 2).sum(0))
+    particle = dist <= radius
+    pore_centre = centre + np.array([0.0, radius / 3, 0.0])
+    pore = np.sqrt(((grid - pore_centre[:, None, None, None]) ** 2).sum(0)) <= 2.5
+    crack = particle & (np.abs(grid[1] - (centre[1] - radius / 3)) < 0.8) & (np.abs(grid[2] - centre[2]) < radius / 2) & ~pore
+    gap = particle & (dist > radius - 1.5) & (grid[0] < centre[0] - radius / 2)
+    image = np.full(shape, 70.0)
+    image[particle] = 190.0
+    labels = np.zeros(shape, np.uint8)
+    instances = np.zeros(shape, np.uint16)
+    for cid, mask in ((PORE, pore), (CRACK, crack), (DELAMINATION, gap)):
+        image[mask] = 25.0
+        labels[mask] = cid
+        instances[mask] = cid
+    image += rng.normal(0, 6, shape)
+    return np.clip(image, 0, 255).astype(np.uint8), labels, instances
+
+
+def write_tiny_dataset(folder: Path, n: int = 3, annotated_slices: tuple[int, ...] | None = None,
+                       splits: tuple[str | None, ...] | None = None) -> Path:
+    """Write ``n`` tiny volumes and a dataset.json; with ``annotated_slices`` only those z-slices carry labels."""
+    volumes = []
+    for i in range(n):
+        image, labels, instances = tiny_volume(100 + i)
+        if annotated_slices is not None:
+            sparse = np.full_like(labels, IGNORE)
+            sparse[list(annotated_slices)] = labels[list(annotated_slices)]
+            labels = sparse
+        vid = f"vol_{i:04d}"
+        write_tiff(folder / "images" / f"{vid}.tif", image, SPACING)
+        write_tiff(folder / "labels" / f"{vid}.tif", labels, SPACING)
+        write_tiff(folder / "instances" / f"{vid}.tif", instances, SPACING)
+        entry = {"id": vid, "image": f"images/{vid}.tif", "label": f"labels/{vid}.tif", "voxel_size_um": list(SPACING)}
+        if annotated_slices is None:
+            entry["instances"] = f"instances/{vid}.tif"
+        if splits is not None and splits[i] is not None:
+            entry["split"] = splits[i]
+        volumes.append(entry)
+    dataset = {"format": "roidetect-dataset/1", "name": "tiny",
+               "classes": {"0": "background", "1": "pore", "2": "crack", "3": "delamination"},
+               "ignore_label": 255, "volumes": volumes}
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    return folder / "dataset.json"
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return write_tiny_dataset(tmp_path / "data")
+
+
+# ------------------------------------------------------------------ dataset.json
+
+
+def test_read_dataset_resolves_paths_and_splits(dataset: Path) -> None:
+    from roidetect.learn.dataset import read_dataset, split_entries
+
+    spec = read_dataset(dataset.parent)
+    assert [e.id for e in spec.volumes] == ["vol_0000", "vol_0001", "vol_0002"]
+    assert all(Path(e.image).is_file() and Path(e.label).is_file() for e in spec.volumes)
+    train, val = split_entries(spec.volumes, 0.34, seed=0)
+    assert len(val) == 1 and len(train) == 2 and not {e.id for e in train} & {e.id for e in val}
+    assert split_entries(spec.volumes, 0.34, seed=0) == (train, val)
+
+
+def test_marked_splits_win(tmp_path: Path) -> None:
+    from roidetect.learn.dataset import read_dataset, split_entries
+
+    spec = read_dataset(write_tiny_dataset(tmp_path, n=3, splits=("val", None, "test")))
+    train, val = split_entries(spec.volumes, 0.5, seed=0)
+    assert [e.id for e in train] == ["vol_0001"] and [e.id for e in val] == ["vol_0000"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "other/1"}, "format"),
+    ({"classes": {"1": "crack"}}, "label scheme"),
+    ({"volumes": []}, "non-empty"),
+    ({"volumes": [{"image": "a.tif"}]}, "'label'"),
+])
+def test_bad_dataset_json_is_a_user_error(dataset: Path, change: dict, message: str) -> None:
+    from roidetect.learn.dataset import read_dataset
+
+    raw = json.loads(dataset.read_text())
+    raw.update(change)
+    dataset.write_text(json.dumps(raw))
+    with pytest.raises(UserError, match=message):
+        read_dataset(dataset)
+
+
+def test_load_volume_maps_the_ignore_label_and_rejects_unknown_values(tmp_path: Path) -> None:
+    from roidetect.learn.dataset import load_volume, read_dataset
+
+    path = write_tiny_dataset(tmp_path, n=1)
+    spec = read_dataset(path)
+    entry = spec.volumes[0]
+    labels = np.zeros((32, 32, 32), np.uint8)
+    labels[:4] = 9
+    write_tiff(entry.label, labels, SPACING)
+    assert (load_volume(entry, 9, (0.0, 1.0)).label[:4] == IGNORE).all()
+    with pytest.raises(UserError, match="not in the label scheme"):
+        load_volume(entry, 255, (0.0, 1.0))
+
+
+# ------------------------------------------------------------------ fingerprint and patch size
+
+
+def test_fingerprint_counts_classes_and_is_cached(dataset: Path, tmp_path: Path) -> None:
+    from roidetect.learn.dataset import read_dataset
+    from roidetect.learn.fingerprint import dataset_fingerprint
+
+    spec = read_dataset(dataset)
+    fingerprint = dataset_fingerprint(spec, (0.5, 99.5), tmp_path / "cache")
+    assert fingerprint["voxel_size_um"] == list(SPACING)
+    assert fingerprint["shape_zyx"] == [32, 32, 32]
+    total = sum(int((tiny_volume(100 + i)[1] == PORE).sum()) for i in range(3))
+    assert fingerprint["class_voxels"]["pore"] == total
+    assert abs(sum(fingerprint["class_fraction"].values()) - 1.0) < 1e-9
+    for facts in fingerprint["volumes"].values():
+        lo, hi = facts["intensity_range"]
+        assert 0 <= lo < hi <= 255
+    cached = list((tmp_path / "cache" / "fingerprints").glob("*.json"))
+    assert len(cached) == 1
+    # A second call reads the cache: prove it by planting a marker in the cached file.
+    planted = json.loads(cached[0].read_text())
+    planted["marker"] = True
+    cached[0].write_text(json.dumps(planted))
+    assert dataset_fingerprint(spec, (0.5, 99.5), tmp_path / "cache")["marker"] is True
+    # Other percentiles are another fingerprint.
+    assert "marker" not in dataset_fingerprint(spec, (1.0, 99.0), tmp_path / "cache")
+
+
+@pytest.mark.parametrize("spacing, shape, divisor, budget", [
+    ((1, 1, 1), (200, 200, 200), (16, 16, 16), 64**3),
+    ((2, 1, 1), (200, 300, 300), (8, 8, 8), 64**3),
+    ((1, 1, 1), (20, 500, 500), (16, 16, 16), 64**3),
+    ((0.05, 0.05, 0.05), (32, 32, 32), (4, 4, 4), 64**3),
+])
+def test_default_patch_size_fits_budget_volume_and_divisor(spacing, shape, divisor, budget) -> None:
+    from roidetect.learn.fingerprint import default_patch_size
+
+    patch = default_patch_size(spacing, shape, divisor, budget)
+    assert np.prod(patch) <= budget
+    assert all(p % d == 0 and p >= d for p, d in zip(patch, divisor))
+    assert all(p <= max(s, d) for p, s, d in zip(patch, shape, divisor))
+    if spacing[0] > spacing[1] and shape[0] > 64:
+        assert patch[0] < patch[1]  # coarse z gets fewer voxels
+
+
+# ------------------------------------------------------------------ sampling
+
+
+def test_sampler_centres_patches_on_requested_classes() -> None:
+    from roidetect.learn.sampling import PatchSampler, crop, index_classes
+
+    _, labels, _ = tiny_volume(3, (48, 48, 48))
+    rng = np.random.default_rng(0)
+    index = index_classes(labels, rng)
+    assert set(index) == {BACKGROUND, PORE, CRACK, DELAMINATION}
+    sampler = PatchSampler((16, 16, 16), {CRACK: 1.0}, jitter=0.25)
+    for _ in range(20):
+        which, start = sampler.sample([labels.shape], [index], rng)
+        patch = crop(labels, start, (16, 16, 16), IGNORE)
+        assert which == 0 and patch.shape == (16, 16, 16) and (patch == CRACK).any()
+
+
+def test_sampler_only_centres_on_annotated_voxels_and_pads_small_volumes() -> None:
+    from roidetect.learn.sampling import PatchSampler, crop, index_classes
+
+    labels = np.full((6, 20, 20), IGNORE, np.uint8)
+    labels[3] = BACKGROUND
+    labels[3, 5:8, 5:8] = PORE
+    rng = np.random.default_rng(1)
+    index = index_classes(labels, rng)
+    assert all((labels.reshape(-1)[idx] != IGNORE).all() for idx in index.values())
+    sampler = PatchSampler((8, 16, 16), {BACKGROUND: 0.5, PORE: 0.5, CRACK: 1.0})
+    for _ in range(10):
+        _, start = sampler.sample([labels.shape], [index], rng)
+        patch = crop(labels, start, (8, 16, 16), IGNORE)
+        assert patch.shape == (8, 16, 16)
+        assert (patch != IGNORE).any()
+        assert (patch[6:] == IGNORE).all()  # padding beyond the 6 slices is never annotated
+
+
+# ------------------------------------------------------------------ losses
+
+
+@pytest.mark.parametrize("name", ["DiceCELoss", "DiceFocalLoss"])
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_loss_ignores_unannotated_voxels(name: str, batch_dice: bool) -> None:
+    from roidetect.learn.losses import build_loss
+
+    loss = build_loss(name, class_weights=[0.5, 1.0, 2.0, 2.0], batch_dice=batch_dice, include_background=False)
+    torch.manual_seed(0)
+    target = torch.randint(0, 4, (2, 1, 8, 8, 8))
+    target[:, :, 4:] = IGNORE
+    logits = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    value = loss(logits, target)
+    value.backward()
+    assert torch.isfinite(value)
+    assert logits.grad[:, :, 4:].abs().max() == 0  # no gradient from ignored voxels
+    assert logits.grad[:, :, :4].abs().max() > 0
+    changed = logits.detach().clone()
+    changed[:, :, 4:] = torch.randn(2, 4, 4, 8, 8) * 10
+    assert torch.allclose(loss(changed, target), value.detach())
+    everything_ignored = torch.full_like(target, IGNORE)
+    assert loss(logits, everything_ignored).item() == 0.0
+
+
+def test_unknown_loss_is_a_user_error() -> None:
+    from roidetect.learn.losses import build_loss
+
+    with pytest.raises(UserError, match="unknown loss"):
+        build_loss("MSELoss")
+
+
+# ------------------------------------------------------------------ augmentation
+
+
+def test_augmentation_keeps_labels_in_the_scheme_and_is_seeded() -> None:
+    from roidetect.learn.transforms import build_augmentation
+
+    _, labels, _ = tiny_volume(5, (16, 24, 24))
+    labels[:2] = IGNORE
+    image = torch.rand(1, 16, 24, 24)
+    transform = build_augmentation(flip_prob=0.5, rotate90_prob=1.0, zoom_prob=1.0, gamma_prob=1.0,
+                                   noise_prob=1.0, blur_prob=1.0)
+    outputs = []
+    for _ in range(2):
+        transform.set_random_state(seed=7)
+        out = transform({"image": image.clone(), "label": torch.from_numpy(labels)[None]})
+        outputs.append(out)
+        assert out["image"].shape == (1, 16, 24, 24) and out["image"].dtype == torch.float32
+        assert out["label"].dtype == torch.uint8
+        assert set(torch.unique(out["label"]).tolist()) <= {0, 1, 2, 3, IGNORE}
+        assert type(out["image"]) is torch.Tensor
+    assert torch.equal(outputs[0]["image"], outputs[1]["image"])
+    assert torch.equal(outputs[0]["label"], outputs[1]["label"])
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def test_calibration_is_monotone_and_stays_in_unit_interval() -> None:
+    from roidetect.learn.calibration import CalibrationSamples, fit_calibration
+
+    rng = np.random.default_rng(0)
+    samples = CalibrationSamples()
+    scores = rng.uniform(0.3, 1.0, 200)
+    samples.scores["pore"] = scores.tolist()
+    samples.matched["pore"] = (rng.uniform(size=200) < scores).tolist()
+    samples.scores["crack"] = [0.6, 0.7]
+    samples.matched["crack"] = [True, False]
+    curves = fit_calibration(samples, min_detections=10)
+    assert set(curves) == {"pore"}
+    x, y = np.asarray(curves["pore"]["x"]), np.asarray(curves["pore"]["y"])
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0) and y.min() >= 0 and y.max() <= 1
+    assert y[-1] > y[0]
+
+
+def test_warmup_cosine_schedule() -> None:
+    from roidetect.learn.module import warmup_cosine
+
+    assert warmup_cosine(0.0, 0.1, 0.01) == 0.0
+    assert warmup_cosine(0.05, 0.1, 0.01) == pytest.approx(0.5)
+    assert warmup_cosine(0.1, 0.1, 0.01) == pytest.approx(1.0)
+    assert warmup_cosine(1.0, 0.1, 0.01) == pytest.approx(0.01)
+    values = [warmup_cosine(p, 0.1, 0.01) for p in np.linspace(0.1, 1.0, 20)]
+    assert all(a >= b for a, b in zip(values, values[1:]))

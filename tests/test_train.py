@@ -1,0 +1,231 @@
+"""``roidetect train``: config composition, a short CPU run to a loadable package, sparse
+labels, resume, DDP with two CPU processes, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_learn import write_tiny_dataset
+
+from roidetect.cli import main
+from roidetect.labels import IGNORE
+from roidetect.resources import config_dir
+
+TINY_MODEL = ["model=unet_small", "model.args.channels=[4,8,16]", "model.args.strides=[2,2]",
+              "model.args.num_res_units=0"]
+GROUPS = ("data", "model", "loss", "optimizer", "trainer", "experiment", "debug")
+
+
+def train_args(dataset: Path, out: Path, *extra: str) -> list[str]:
+    """A tiny CPU training run: 2 epochs of 4 batches (debug=limit) unless ``extra`` says otherwise."""
+    return ["train", "--quiet", "data=folder", f"data.path={dataset}", f"data.cache_dir={out.parent / 'cache'}",
+            f"out={out}", "sliding_window.sw_batch_size=1", "trainer.accelerator=cpu", "debug=limit", *TINY_MODEL,
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+def options_of(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options_of(g)])
+def test_every_config_option_composes_and_builds(group: str, option: str, dataset: Path, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from roidetect.cli.common import compose_config
+    from roidetect.learn.data import build_training_data
+    from roidetect.learn.losses import build_loss
+    from roidetect.learn.module import build_optimizer
+    from roidetect.learn.networks import build_network, input_divisor
+    from roidetect.learn.train import _build_trainer, _loss_options
+
+    folder = [f"data.path={dataset}", f"data.cache_dir={tmp_path / 'cache'}"]
+    data_choice = option if group == "data" else "folder"
+    overrides = [f"{group}={option}", f"out={tmp_path / 'run'}"] + ([] if group == "data" else ["data=folder"])
+    overrides += folder if data_choice == "folder" else []
+    options = OmegaConf.to_container(compose_config("train", overrides), resolve=True)
+
+    network = build_network(options["model"]["class"], **options["model"]["args"])
+    divisor = input_divisor(options["model"]["class"], options["model"]["args"])
+    if group == "model" and sum(p.numel() for p in network.parameters()) < 5_000_000:
+        shape = tuple(2 * d for d in divisor)
+        assert network(torch.zeros(1, 1, *shape)).shape == (1, 4, *shape)
+    loss = build_loss(**_loss_options(options["loss"]))
+    assert torch.isfinite(loss(torch.randn(2, 4, 4, 4, 4), torch.randint(0, 4, (2, 1, 4, 4, 4))))
+    assert build_optimizer(network.parameters(), options["optimizer"]) is not None
+    if options["trainer"]["accelerator"] != "gpu" or torch.cuda.is_available():
+        assert _build_trainer(options, tmp_path / "run") is not None
+    if group == "data":
+        small = {**options["data"], "patch_size": [16, 16, 16], "shape": [32, 32, 32], "val_phantoms": 1,
+                 "num_workers": 0}
+        data = build_training_data(small, 0, (8, 8, 8))
+        batch = next(iter(data.datamodule.train_dataloader()))
+        assert batch["image"].shape == (small["batch_size"], 1, 16, 16, 16)
+        assert batch["label"].shape == (small["batch_size"], 1, 16, 16, 16)
+
+
+def test_short_cpu_run_writes_a_loadable_package(dataset: Path, tmp_path: Path) -> None:
+    from roidetect.learn.bundle import load_package
+
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, "debug=fast_dev_run", "name=tiny")) == 0
+    package = load_package(out / "model")
+    card = package.card
+    assert card["name"] == "tiny" and card["network"]["class"] == "UNet"
+    assert card["voxel_size_um"] == [0.05, 0.05, 0.05] and card["patch_size"] == [32, 32, 32]
+    assert card["normalisation"]["percentiles"] == [0.5, 99.5]
+    assert set(card["metrics"]["validation"]["overall"]) >= {"f1_mean", "dice_mean", "f1_pore", "dice_crack"}
+    assert card["config"]["data"]["kind"] == "folder" and "torch" in card["versions"]
+    assert card["training"]["fingerprint"]["class_fraction"]["pore"] > 0
+    with torch.no_grad():
+        logits = package.network(torch.zeros(1, 1, 32, 32, 32))
+    assert logits.shape == (1, 4, 32, 32, 32)
+    assert (out / "config.yaml").is_file() and (out / "run.json").is_file()
+    assert json.loads((out / "run.json").read_text())["command"] == "train"
+    scan = dataset.parent / "images" / "vol_0000.tif"
+    assert main(["predict", str(scan), "--model", str(out / "model"), "--out", str(tmp_path / "pred"), "--quiet"]) == 0
+    assert (tmp_path / "pred" / "detections.csv").is_file()
+
+
+def test_sparse_slice_annotations_train(tmp_path: Path) -> None:
+    from roidetect.learn.data import build_training_data
+    from roidetect.learn.losses import build_loss
+
+    dataset = write_tiny_dataset(tmp_path / "sparse", n=2, annotated_slices=(8, 16, 24))
+    data_options = {"kind": "folder", "path": str(dataset), "val_path": None, "val_fraction": 0.5, "cache_dir": str(tmp_path / "cache"),
+                    "percentiles": [0.5, 99.5], "patch_size": [16, 16, 16], "patch_voxels": 4096, "batch_size": 4,
+                    "num_workers": 0, "patches_per_epoch": 8, "jitter": 0.25, "max_indexed": 1000,
+                    "sampling": {"background": 0.25, "pore": 0.25, "crack": 0.25, "delamination": 0.25},
+                    "augment": {"enabled": False}}
+    data = build_training_data(data_options, 0, (4, 4, 4))
+    batch = next(iter(data.datamodule.train_dataloader()))
+    labels = batch["label"]
+    annotated = labels != IGNORE
+    assert annotated.any(dim=(1, 2, 3, 4)).all()  # every patch holds annotated voxels
+    assert (~annotated).float().mean() > 0.5  # most voxels are not annotated
+    logits = torch.randn(4, 4, 16, 16, 16, requires_grad=True)
+    build_loss("DiceCELoss", include_background=False)(logits, labels).backward()
+    assert logits.grad.permute(1, 0, 2, 3, 4)[:, ~annotated[:, 0]].abs().max() == 0
+
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, "data.val_fraction=0.5")) == 0
+    card = json.loads((out / "model" / "card.json").read_text())
+    assert card["training"]["fingerprint"]["annotated_fraction"] == pytest.approx(3 / 32)
+    assert card["metrics"]["validation"]["volumes"] == 1
+
+
+def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, "trainer.max_epochs=1")) == 0
+    first = json.loads((out / "model" / "card.json").read_text())["training"]
+    assert (first["epochs"], first["steps"]) == (1, 4)
+    assert main(train_args(dataset, out, "trainer.max_epochs=2")) == 2  # the folder exists: refuse
+    assert main(train_args(dataset, out, "trainer.max_epochs=2", "--resume")) == 0
+    second = json.loads((out / "model" / "card.json").read_text())["training"]
+    assert (second["epochs"], second["steps"]) == (2, 8)  # 4 more steps, not 8
+    assert (out / "csv" / "version_1" / "metrics.csv").is_file()
+    assert main(train_args(dataset, out, "trainer.max_epochs=1", "--overwrite")) == 0
+    assert json.loads((out / "model" / "card.json").read_text())["training"]["steps"] == 4
+
+
+def test_interrupted_run_resumes_from_its_exception_checkpoint(dataset: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from roidetect.learn.module import SegmentationModule
+
+    original = SegmentationModule.training_step
+
+    def interrupted(self, batch, batch_idx):  # noqa: ANN001, ANN202 - stands in for Ctrl+C at step 6
+        if self.global_step == 5:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    out = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(SegmentationModule, "training_step", interrupted)
+    try:
+        assert main(train_args(dataset, out)) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl+C while it shuts down
+    assert (out / "checkpoints" / "on_exception.ckpt").is_file() and not (out / "model").exists()
+    monkeypatch.setattr(SegmentationModule, "training_step", original)
+    assert main(train_args(dataset, out, "--resume")) == 0
+    training = json.loads((out / "model" / "card.json").read_text())["training"]
+    assert (training["epochs"], training["steps"]) == (2, 8)
+    assert not (out / "checkpoints" / "on_exception.ckpt").exists()
+
+
+def test_checkpoints_load_without_pickle(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, "trainer.max_epochs=1")) == 0
+    for name in ("best.ckpt", "last.ckpt"):
+        state = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert any(k.startswith("network.") for k in state["state_dict"])
+
+
+def test_ddp_with_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = train_args(dataset, out, "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "roidetect", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((out / "model" / "card.json").read_text())
+    assert card["training"]["devices"] == 2 and card["training"]["strategy"] == "DDPStrategy"
+    assert card["training"]["steps"] == 4  # each process ran 4 steps on its own patches
+
+
+def test_bad_override_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "model=no_such_network"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model/no_such_network" in err
+    assert main(["train", "data=folder"]) == 2
+    assert capsys.readouterr().err.strip() == ("roidetect train: error: data.path is required; "
+                                                "set it with data.path=VALUE")
+
+
+def test_help_lists_groups_and_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for group in GROUPS:
+        assert f"  {group} " in text
+    assert "segresnet" in text and "ddp" in text and "KEY=VALUE" in text
+
+
+@pytest.mark.parametrize("source", ["volumes", "phantoms"])
+def test_patch_stream_is_reproducible_and_new_each_epoch(source: str, dataset: Path) -> None:
+    from roidetect.learn.data import PatchStream, PhantomSettings
+    from roidetect.learn.dataset import load_volume, read_dataset
+    from roidetect.learn.sampling import PatchSampler
+    from roidetect.learn.transforms import build_augmentation
+
+    volumes, phantoms = [], None
+    if source == "volumes":
+        volumes = [load_volume(e, 255, (0.0, 255.0)) for e in read_dataset(dataset).volumes]
+    else:
+        phantoms = PhantomSettings((32, 32, 32), (0.05, 0.05, 0.05), "cathode", True, patches_per_phantom=2)
+    sampler = PatchSampler((16, 16, 16), {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
+
+    def patches(epoch: int, rank: int) -> np.ndarray:
+        stream = PatchStream(volumes, sampler, build_augmentation(), 4, 2, seed=3, epoch=epoch, rank=rank,
+                             phantoms=phantoms)
+        return np.stack([p["image"].numpy() for p in stream])
+
+    first = patches(0, 0)
+    assert first.shape == (4, 1, 16, 16, 16)
+    assert np.array_equal(first, patches(0, 0))
+    assert not np.array_equal(first, patches(1, 0))
+    assert not np.array_equal(first, patches(0, 1))
