@@ -14,7 +14,9 @@ Metrics (``docs/evaluation.md``):
   pairs of the same class with a tolerant Dice >= ``match_threshold`` are candidates, and
   :func:`scipy.optimize.linear_sum_assignment` picks the one-to-one matching of largest
   total score. A predicted instance with more than ``max_ignored_fraction`` of its voxels on
-  ignored truth voxels is neither a true nor a false positive;
+  ignored truth voxels is neither a true nor a false positive, and so is one matched to a
+  true instance smaller than detection's minimum size (``min_true_volume_um3``), which is
+  not counted as missed either;
 - recall by size: true instances binned by equivalent diameter in voxels;
 - site hit-rate at k: the fraction of the k best-ranked milling sites whose milled box
   contains (the centre of) at least one voxel of a true defect.
@@ -26,8 +28,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from roidetect.blockwise import iter_blocks
-from roidetect.detect import DetectionParams, detect_in_memory, detections_from_labels
+from roidetect.detect import DEFAULT_MIN_VOLUME_UM3, DetectionParams, detect_in_memory, detections_from_labels
 from roidetect.errors import UserError
 from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, IGNORE
 
@@ -68,6 +70,10 @@ class EvaluationParams:
         The k of the site hit-rates.
     block_shape : (3,) ints
         Block size for reading the volumes.
+    min_true_volume_um3 : mapping of class name to float
+        True instances smaller than this are below what detection reports (its
+        ``min_volume_um3``): they count neither as missed nor, when a prediction matches
+        one, as a false positive. They stay in the recall-by-size table.
     """
 
     match_threshold: float = 0.5
@@ -76,6 +82,7 @@ class EvaluationParams:
     size_bins_vox: tuple[float, ...] = (0.0, 3.0, 6.0, 12.0, 24.0, math.inf)
     hit_rate_k: tuple[int, ...] = (1, 3, 5, 10)
     block_shape: tuple[int, int, int] = (128, 256, 256)
+    min_true_volume_um3: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_VOLUME_UM3))
 
 
 @dataclass
@@ -109,13 +116,16 @@ def evaluate_arrays(probabilities: Any, true_labels: Any, true_instances: Any = 
         Voxel size z, y, x in micrometres.
     params : EvaluationParams, optional
     detection : DetectionParams, optional
+        Its ``min_volume_um3`` also sets ``params.min_true_volume_um3``: true defects that
+        small are not expected to be found.
 
     Returns
     -------
     dict
         As :func:`evaluate_volumes` (without sites).
     """
-    params = params or EvaluationParams()
+    detection = detection or DetectionParams()
+    params = replace(params or EvaluationParams(), min_true_volume_um3=dict(detection.min_volume_um3))
     found = detect_in_memory(probabilities, spacing_um, params=detection, block_shape=params.block_shape)
     return evaluate_volumes(found.labels, found.instances, true_labels, true_instances, spacing_um, params=params)
 
@@ -174,8 +184,9 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
     counted = ignored_voxels <= params.max_ignored_fraction * predicted["voxels"].to_numpy()
     scores = _pair_scores(acc, predicted, truth)
     instance, matches = {}, {}
+    too_small = _below_min_volume(truth, params.min_true_volume_um3)
     for name in (*DEFECT_NAMES, ANY):
-        result, pairs = _match_class(name, predicted, counted, truth, scores, params.match_threshold)
+        result, pairs = _match_class(name, predicted, counted, truth, too_small, scores, params.match_threshold)
         instance[name], matches[name] = result, pairs
     voxel = _voxel_scores(acc.confusion)
     return {
@@ -274,24 +285,38 @@ def _pair_scores(acc: _Accumulated, predicted: pd.DataFrame, truth: pd.DataFrame
     return pairs.reset_index(drop=True)
 
 
+def _below_min_volume(truth: pd.DataFrame, min_volume_um3: Mapping[str, float]) -> np.ndarray:
+    """Which true instances are smaller than the detection's minimum size for their class."""
+    minimum = truth["class"].map(lambda name: float(min_volume_um3.get(name, 0.0)))
+    return (truth["volume_um3"] < minimum).to_numpy()
+
+
 def _match_class(name: str, predicted: pd.DataFrame, counted: np.ndarray, truth: pd.DataFrame,
-                 scores: pd.DataFrame, threshold: float) -> tuple[dict[str, Any], list[list[float]]]:
-    """One-to-one matching for one class (or all, for :data:`ANY`); counts and matched pairs."""
+                 too_small: np.ndarray, scores: pd.DataFrame, threshold: float) -> tuple[dict[str, Any], list[list[float]]]:
+    """One-to-one matching for one class (or all, for :data:`ANY`); counts and matched pairs.
+
+    Pairs with a true instance in ``too_small`` are matched like any other but counted as
+    neither a true nor a false positive, and such true instances are not counted as missed.
+    """
+    in_class = np.ones(len(truth), dtype=bool) if name == ANY else (truth["class"] == name).to_numpy()
     if name == ANY:
         pred_ids = predicted["id"].to_numpy()[counted]
-        true_ids = truth["id"].to_numpy()
         candidates = scores
     else:
         pred_ids = predicted["id"].to_numpy()[counted & (predicted["class"] == name).to_numpy()]
-        true_ids = truth["id"].to_numpy()[(truth["class"] == name).to_numpy()]
         candidates = scores[(scores["pred_class"] == name) & (scores["true_class"] == name)]
+    true_ids = truth["id"].to_numpy()[in_class & ~too_small]
     candidates = candidates[candidates["pred"].isin(pred_ids) & (candidates["score"] >= threshold)]
     pairs = _assign(candidates["pred"].to_numpy(), candidates["true"].to_numpy(), candidates["score"].to_numpy())
-    tp = len(pairs)
-    fp, fn = len(pred_ids) - tp, len(true_ids) - tp
+    small_ids = set(truth["id"].to_numpy()[in_class & too_small].tolist())
+    excused = sum(1 for _, true_id, _ in pairs if true_id in small_ids)
+    tp = len(pairs) - excused
+    n_pred = len(pred_ids) - excused
+    fp, fn = n_pred - tp, len(true_ids) - tp
     result = {
-        "true": int(len(true_ids)), "predicted": int(len(pred_ids)), "tp": tp, "fp": int(fp), "fn": int(fn),
-        "precision": tp / len(pred_ids) if len(pred_ids) else math.nan,
+        "true": int(len(true_ids)), "predicted": int(n_pred), "tp": tp, "fp": int(fp), "fn": int(fn),
+        "true_below_min_size": int(len(small_ids)),
+        "precision": tp / n_pred if n_pred else math.nan,
         "recall": tp / len(true_ids) if len(true_ids) else math.nan,
         "f1": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else math.nan,
     }
@@ -535,6 +560,8 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     sites : path, optional
         A ``roidetect suggest`` folder (or its ``sites.csv``): adds the site hit-rates.
     params : EvaluationParams, optional
+        ``min_true_volume_um3`` is taken from the prediction's ``run.json`` (the detection
+        thresholds it ran with) when recorded there.
     progress : bool
 
     Returns
@@ -564,12 +591,28 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
             raise UserError(f"{volume.name} has shape {volume.shape} but the prediction {folder} has "
                             f"{pred_instances.shape}; evaluate a prediction made on the annotated scan")
     site_table = None if sites is None else read_sites(sites)
+    params = params or EvaluationParams()
+    reported = _prediction_min_volumes(folder)
+    if reported is not None:
+        params = replace(params, min_true_volume_um3=reported)
     result = evaluate_volumes(pred_labels, pred_instances, true_labels, true_instances, pred_instances.spacing_um,
                               pred_instances.origin_um, site_table, params, progress)
     result["inputs"] = {"prediction": str(folder), "truth": str(truth),
                         "instances": None if instances is None else str(instances),
                         "sites": None if sites is None else str(sites)}
     return result
+
+
+def _prediction_min_volumes(folder: Path) -> dict[str, float] | None:
+    """The per-class minimum detection volumes a prediction ran with (its run.json), if recorded."""
+    import json
+
+    try:
+        detection = json.loads((folder / "run.json").read_text()).get("detection") or {}
+    except (OSError, ValueError):
+        return None
+    minimum = detection.get("min_volume_um3")
+    return {str(k): float(v) for k, v in minimum.items()} if isinstance(minimum, dict) else None
 
 
 def read_sites(path: str | os.PathLike) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -144,6 +145,7 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                        detect_blocks, progress=not quiet)
         outputs.write_detections(out, table, scan_info)
     record.record(scan=scan_info, model=run.describe(), intensity_range=list(run.intensity_range),
+                  detection=asdict(run.detection),
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)
     log.info("%d detections written to %s", len(table), out)

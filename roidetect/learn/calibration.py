@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, IGNORE
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES
 
 
 @dataclass
@@ -47,29 +47,6 @@ class CalibrationSamples:
         """Detections and matches per class."""
         return {name: {"detections": len(self.scores[name]), "matched": int(sum(self.matched[name]))}
                 for name in self.scores}
-
-
-def counted_detections(instances: np.ndarray, true_labels: np.ndarray, voxels: np.ndarray, ids: np.ndarray,
-                       max_ignored_fraction: float) -> np.ndarray:
-    """Which detections lie mostly on annotated voxels (the rule :mod:`roidetect.evaluate` counts by).
-
-    Parameters
-    ----------
-    instances : ndarray of int, shape (Z, Y, X)
-        Detection id per voxel.
-    true_labels : ndarray of uint8, shape (Z, Y, X)
-        255 where not annotated.
-    voxels, ids : ndarray, shape (N,)
-        Each detection's size and id.
-    max_ignored_fraction : float
-
-    Returns
-    -------
-    ndarray of bool, shape (N,)
-    """
-    on_ignored = instances[(true_labels == IGNORE) & (instances > 0)].astype(np.int64)
-    counts = np.bincount(on_ignored, minlength=int(ids.max(initial=0)) + 1)
-    return counts[ids.astype(np.int64)] <= max_ignored_fraction * voxels
 
 
 def fit_calibration(samples: CalibrationSamples, min_detections: int = 10) -> dict[str, dict[str, list[float]]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,6 @@ import pandas as pd
 
 from roidetect.detect import DetectionParams, detect_in_memory
 from roidetect.evaluate import DEFECT_NAMES, EvaluationParams, evaluate_volumes
-from roidetect.learn.calibration import counted_detections
 
 COUNT_FIELDS = ("tp", "fp", "fn", "overlap2", "voxels")
 """Per-class counts summed over volumes: instance TP/FP/FN, twice the overlapping voxels and
@@ -62,7 +61,7 @@ def score_volume(probabilities: np.ndarray, true_labels: np.ndarray, true_instan
     detection : DetectionParams
     evaluation : EvaluationParams, optional
     """
-    evaluation = evaluation or EvaluationParams()
+    evaluation = replace(evaluation or EvaluationParams(), min_true_volume_um3=dict(detection.min_volume_um3))
     found = detect_in_memory(probabilities, spacing_um, params=detection, block_shape=evaluation.block_shape)
     result = evaluate_volumes(found.labels, found.instances, true_labels, true_instances, spacing_um,
                               params=evaluation)
@@ -72,8 +71,7 @@ def score_volume(probabilities: np.ndarray, true_labels: np.ndarray, true_instan
         voxels = vox["true_voxels"] + vox["predicted_voxels"]
         dice = vox["dice"] if math.isfinite(vox["dice"]) else 0.0
         counts[i] = (inst["tp"], inst["fp"], inst["fn"], dice * voxels, voxels)
-    counted = counted_detections(found.instances, true_labels, found.table["voxels"].to_numpy(),
-                                 found.table["id"].to_numpy(), evaluation.max_ignored_fraction)
+    counted = ~found.table["id"].isin(result["not_counted_ids"]).to_numpy()
     return VolumeScore(result, counts, found.table, counted)
 
 
