@@ -159,6 +159,17 @@ def test_geometry_from_array_splits_touching_particles():
     assert len(np.unique(phantom.particles[phantom.particles > 0])) == 2
 
 
+@pytest.mark.parametrize("x_range", [(0.0, 0.5), (0.5, 1.0)])
+def test_geometry_blocks_stay_inside_their_x_range(x_range):
+    width = 64
+    for seed in range(6):
+        phantom = make_phantom(preset="nmc-real", shape=(32, 32, 32), seed=seed, geometry_x_range=x_range)
+        x0 = phantom.manifest["geometry"]["origin_zyx"][2]
+        assert x_range[0] * 256 <= x0 and x0 + 32 <= x_range[1] * 256
+    with pytest.raises(UserError, match="geometry_x_range"):
+        make_phantom(preset="nmc-real", shape=(32, 32, width), seed=0, geometry_x_range=(0.0, 0.2))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"preset": "cathodes"}, "unknown preset"),
     ({"photonz": 3}, "did you mean photons"),

@@ -180,7 +180,8 @@ def geometry_block(full: np.ndarray, shape: Sequence[int] | None, params: Micros
         From :func:`load_geometry` (not modified).
     shape : (Z, Y, X) or None (the whole map)
     params : MicrostructureParams
-        Only ``surface*`` and ``particle_diameter_um`` (roughness scale) are used.
+        Only ``surface*``, ``particle_diameter_um`` (roughness scale) and
+        ``geometry_x_range`` (where along x the block may be cut) are used.
     randomise : bool
         Also flip and transpose the block.
     rng : numpy.random.Generator
@@ -196,7 +197,12 @@ def geometry_block(full: np.ndarray, shape: Sequence[int] | None, params: Micros
     shape = tuple(size) if shape is None else tuple(int(n) for n in shape)
     if any(n > m for n, m in zip(shape, size)):
         raise UserError(f"shape {list(shape)} is larger than the geometry {list(size)}; choose a shape within it")
-    origin = [int(rng.integers(0, m - n + 1)) for n, m in zip(shape, size)]
+    x_low, x_high = (round(f * size[2]) for f in params.geometry_x_range)
+    if shape[2] > x_high - x_low:
+        raise UserError(f"shape {list(shape)} is wider in x than geometry_x_range {list(params.geometry_x_range)} "
+                        f"allows ({x_high - x_low} of {size[2]} voxels); widen the range or narrow the shape")
+    lows, highs = (0, 0, x_low), (size[0], size[1], x_high)
+    origin = [int(rng.integers(low, high - n + 1)) for n, low, high in zip(shape, lows, highs)]
     phases = full[tuple(slice(o, o + n) for o, n in zip(origin, shape))]
     flips: list[int] = []
     transposed = False

@@ -49,6 +49,9 @@ class MicrostructureParams:
     surface_roughness_um : amplitude of the smooth undulation of that surface.
     collector : whether a current-collector foil lies at the bottom of the volume.
     collector_thickness : its thickness as a fraction of the volume's depth.
+    geometry_x_range : (low, high) fractions of a loaded geometry's x extent within which
+        blocks are cut; disjoint ranges give train and held-out phantoms that share no
+        real microstructure (ignored for generated microstructures).
     """
 
     particle_diameter_um: float = 2.0
@@ -68,6 +71,7 @@ class MicrostructureParams:
     surface_roughness_um: float = 0.3
     collector: bool = False
     collector_thickness: float = 0.12
+    geometry_x_range: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "particle_lumpiness": (0, 0.5), "agglomerate_fraction": (0, 1), "active_fraction": (0.05, 0.8),
     "overlap": (0, 0.5), "second_fraction": (0, 1), "second_diameter_um": (1e-4, 1e4), "second_aspect": (1, 8),
     "binder_fraction": (0, 0.5), "binder_neck_affinity": (0, 1), "surface_depth": (0, 0.9),
-    "surface_roughness_um": (0, 1e4), "collector_thickness": (0.01, 0.5),
+    "surface_roughness_um": (0, 1e4), "collector_thickness": (0.01, 0.5), "geometry_x_range": (0, 1),
     "pore_rate": (0, 50), "pore_radius_vox": (1, 50), "pore_elongation": (0, 0.6), "crack_rate": (0, 50),
     "crack_width_vox": (0.5, 10), "crack_extent": (0.1, 3), "crack_sagitta_vox": (0, 10),
     "crack_branch_probability": (0, 1), "delamination_rate": (0, 50), "delamination_gap_vox": (0.5, 10),
@@ -216,7 +220,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"ct_model": CT_MODELS, "filter_name": FILTERS, "bit_depth": (8, 16)}
 _ORDERED_PAIRS = ("pore_radius_vox", "crack_width_vox", "crack_extent", "delamination_gap_vox",
-                  "delamination_extent", "collector_gap_vox", "output_range")
+                  "delamination_extent", "collector_gap_vox", "output_range", "geometry_x_range")
 
 
 def parameter_names() -> list[str]:
