@@ -51,7 +51,7 @@ def main() -> None:
                  f"trainer.precision={args.precision}",
                  f"trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
                  *args.overrides]
-    from roidetect.cli.common import compose_config
+    from roidetect.config import compose_config
     from roidetect.learn.train import train
 
     cfg = compose_config("train", overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from roidetect.cli.common import compose_config
+from roidetect.config import compose_config
 from roidetect.errors import UserError
 from roidetect.resources import config_dir
 from roidetect.targeting import Instrument

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from targeting_fixtures import make_phantom
 
-from roidetect.cli.common import compose_config
+from roidetect.config import compose_config
 from roidetect.errors import UserError
 from roidetect.targeting import ScanGeometry, fit_registration, plan, plan_sites
 from roidetect.targeting.costs import STEPS

@@ -43,7 +43,7 @@ def options_of(group: str) -> list[str]:
 def test_every_config_option_composes_and_builds(group: str, option: str, dataset: Path, tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from roidetect.cli.common import compose_config
+    from roidetect.config import compose_config
     from roidetect.learn.data import build_training_data
     from roidetect.learn.losses import build_loss
     from roidetect.learn.module import build_optimizer

@@ -1,4 +1,4 @@
-"""Pieces shared by the subcommand modules: common options and Hydra composition."""
+"""Pieces shared by the subcommand modules: common options and a parser for KEY=VALUE overrides."""
 
 from __future__ import annotations
 
@@ -33,21 +33,17 @@ def voxel_size(args: argparse.Namespace) -> float | tuple[float, ...] | None:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def compose_config(config_name: str, overrides: Sequence[str] = ()) -> Any:
-    """Compose ``configs/<config_name>.yaml`` with Hydra ``key=value`` overrides.
+class IntermixedParser(argparse.ArgumentParser):
+    """Lets ``key=value`` overrides follow options (``SCAN --out DIR a=b``), which plain
+    argparse refuses once an option has split the positional arguments."""
 
-    Returns an OmegaConf ``DictConfig``. A malformed override or an unknown key or group
-    option is a :class:`UserError` naming the override.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    _intermixing = False
 
-    from roidetect.resources import config_dir
-
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            return compose(config_name=config_name, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        message = " ".join(str(exc).split())
-        raise UserError(f"bad config override ({message})") from exc
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False

@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from typing import Any
 
-from roidetect.cli.common import add_command, add_voxel_size, compose_config, voxel_size
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets ``key=value`` overrides follow options (``SCAN --out DIR a=b``), which plain
-    argparse refuses once an option has split the positional arguments."""
-
-    _intermixing = False
-
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
-        if self._intermixing:
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
+from roidetect.cli.common import IntermixedParser, add_command, add_voxel_size, voxel_size
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +14,7 @@ def register(subparsers: Any) -> None:
         "Segment a scan with a trained model (or the classical baseline) block by block and write DIR/labels.tif, "
         "instances.ome.zarr, probabilities.ome.zarr, surface.tif, detections.csv/.json and run.json. Any key of "
         "configs/predict.yaml can be set as key=value (e.g. inference.overlap=0.5 detection.high_threshold=0.7).")
-    parser.__class__ = type("PredictParser", (_IntermixedParser, type(parser)), {})
+    parser.__class__ = type("PredictParser", (IntermixedParser, type(parser)), {})
     parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr or .npy")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of configs/predict.yaml")
     parser.add_argument("--out", required=True, metavar="DIR", help="prediction folder to create")
@@ -46,6 +29,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from roidetect.config import compose_config
     from roidetect.inference import predict
 
     settings = compose_config("predict", args.overrides)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from roidetect.cli.common import add_command
-from roidetect.cli.predict import _IntermixedParser  # KEY=VALUE overrides may follow options
+from roidetect.cli.common import IntermixedParser, add_command
 from roidetect.errors import UserError
 
 
@@ -19,7 +18,7 @@ def register(subparsers: Any) -> None:
         "order them for short stage travel. Writes sites.csv, candidates.csv, sites.json, "
         "milling_protocol.yaml (OpenFIBSEM) and run.json. Extra KEY=VALUE arguments are Hydra overrides of "
         "configs/suggest.yaml, e.g. targeting.material=NCA (see docs/targeting.md).")
-    parser.__class__ = type("SuggestParser", (_IntermixedParser, type(parser)), {})
+    parser.__class__ = type("SuggestParser", (IntermixedParser, type(parser)), {})
     parser.add_argument("pred_dir", metavar="PRED_DIR", help="output folder of 'roidetect predict'")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra config overrides")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the plan to")
@@ -37,7 +36,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from roidetect.cli.common import compose_config
+    from roidetect.config import compose_config
     from roidetect.resources import config_dir
     from roidetect.targeting import suggest
 

@@ -75,7 +75,7 @@ def _split_flags(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from roidetect.cli.common import compose_config
+    from roidetect.config import compose_config
     from roidetect.learn.train import train
 
     overrides = _split_flags(args)

@@ -119,6 +119,7 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
     scan_info = _scan_info(volume, record, scan)
     with atomic_dir(out_dir, overwrite) as tmp:
         _write_prediction(tmp, volume, cfg, run, record, scan_info, chunks, detect_blocks, quiet)
+    log.info("prediction written to %s", out_dir)
     return Path(out_dir)
 
 
@@ -148,7 +149,7 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                   detection=asdict(run.detection),
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)
-    log.info("%d detections written to %s", len(table), out)
+    log.info("%d detections found", len(table))
 
 
 def _scan_info(volume: Volume, record: RunLog, scan: Any) -> dict[str, Any]:

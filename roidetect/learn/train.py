@@ -49,7 +49,7 @@ def train(cfg: Any) -> Path | None:
     Parameters
     ----------
     cfg : DictConfig or mapping
-        The composed ``configs/train.yaml`` (see :func:`roidetect.cli.common.compose_config`).
+        The composed ``configs/train.yaml`` (see :func:`roidetect.config.compose_config`).
 
     Returns
     -------

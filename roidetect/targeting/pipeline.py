@@ -30,7 +30,7 @@ def suggest(pred_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: Mappin
         ``milling_protocol.yaml`` and ``run.json``.
     cfg : mapping, optional
         The composed ``suggest`` config (``instrument`` and ``targeting`` nodes); defaults to
-        ``roidetect.cli.common.compose_config("suggest")``.
+        ``roidetect.config.compose_config("suggest")``.
     fiducials : path, optional
         Fiducials CSV; adds stage coordinates and predicted TRE.
     overwrite : bool
@@ -46,7 +46,7 @@ def suggest(pred_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: Mappin
     from roidetect.runlog import RunLog
 
     if cfg is None:
-        from roidetect.cli.common import compose_config
+        from roidetect.config import compose_config
 
         cfg = compose_config("suggest")
     check_output_dir(out_dir, overwrite)

@@ -1,0 +1,106 @@
+"""Score a model and the classical baseline on held-out phantom datasets with roidetect evaluate.
+
+For every volume of every dataset this runs, exactly as a user would::
+
+    roidetect predict IMAGE --out PRED --model MODEL --voxel-size ...
+    roidetect evaluate PRED --truth LABEL --instances INSTANCES --out PRED/evaluation.json
+
+once with ``--model MODEL`` and once with ``--model classical``, then pools the instance
+counts (TP, FP, FN) of each class over the volumes of a dataset and over all datasets, and
+writes ``OUT/heldout.json`` and ``OUT/heldout.md`` (the model card's table).
+
+Usage::
+
+    python training/default/evaluate_heldout.py --model models/default --out runs/heldout \\
+        heldout/cathode heldout/anode heldout/nmc-real
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from roidetect.atomic import atomic_write_text
+from roidetect.cli import main as roidetect
+
+CLASSES = ("pore", "crack", "delamination")
+TRAIN_SEED_LIMIT = 2**30  # training phantoms use seeds below this (roidetect.learn.data.TRAIN_SEEDS)
+
+
+def run(argv: list[str]) -> None:
+    """Run one roidetect command in this process; stop on failure."""
+    status = roidetect([*argv, "--quiet"])
+    if status != 0:
+        sys.exit(f"roidetect {' '.join(argv)} failed with status {status}")
+
+
+def score_volume(dataset: Path, volume: dict, model: str, out: Path) -> dict:
+    """Predict one volume with ``model`` and evaluate it; returns the evaluation JSON."""
+    pred = out / f"{dataset.name}-{volume['id']}-{Path(model).name}"
+    report = pred / "evaluation.json"
+    if not report.is_file():
+        spacing = [str(v) for v in volume["voxel_size_um"]]
+        run(["predict", str(dataset / volume["image"]), "--out", str(pred), "--model", model,
+             "--voxel-size", *spacing, "--overwrite"])
+        run(["evaluate", str(pred), "--truth", str(dataset / volume["label"]),
+             "--instances", str(dataset / volume["instances"]), "--out", str(report), "--overwrite"])
+    return json.loads(report.read_text())
+
+
+def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Instance TP/FP/FN summed over volumes, with the F1, precision and recall they give."""
+    table = {}
+    for name in CLASSES:
+        tp = sum(r["instance"][name]["tp"] for r in results)
+        fp = sum(r["instance"][name]["fp"] for r in results)
+        fn = sum(r["instance"][name]["fn"] for r in results)
+        table[name] = {"tp": tp, "fp": fp, "fn": fn, "true": tp + fn,
+                       "precision": tp / (tp + fp) if tp + fp else float("nan"),
+                       "recall": tp / (tp + fn) if tp + fn else float("nan"),
+                       "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else float("nan")}
+    return table
+
+
+def markdown(summary: dict) -> str:
+    """The model card's table: F1 (precision / recall) per class, model and classical."""
+    lines = ["| held-out set | volumes | method | " + " | ".join(f"{c} F1 (P / R, true)" for c in CLASSES) + " |",
+             "|---|---|---|" + "---|" * len(CLASSES)]
+    for group, entry in summary.items():
+        for method in ("model", "classical"):
+            cells = [f"{s['f1']:.2f} ({s['precision']:.2f} / {s['recall']:.2f}, {s['true']})"
+                     for s in (entry[method][c] for c in CLASSES)]
+            lines.append(f"| {group} | {entry['volumes']} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("datasets", nargs="+", type=Path, help="held-out dataset folders (roidetect synth)")
+    parser.add_argument("--model", required=True, help="model package folder or shipped name")
+    parser.add_argument("--out", required=True, type=Path, help="folder for predictions and the tables")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary, everything = {}, {"model": [], "classical": []}
+    for dataset in args.datasets:
+        volumes = json.loads((dataset / "dataset.json").read_text())["volumes"]
+        if any(v["seed"] < TRAIN_SEED_LIMIT for v in volumes):
+            sys.exit(f"{dataset}: a volume seed lies in the training seed range; use another dataset seed")
+        entry = {"volumes": len(volumes)}
+        for method, model in (("model", args.model), ("classical", "classical")):
+            results = [score_volume(dataset, v, model, args.out) for v in volumes]
+            everything[method] += results
+            entry[method] = pooled(results)
+            print(f"{dataset.name:>12} {method:>9}: " + "  ".join(
+                f"{c} {entry[method][c]['f1']:.3f}" for c in CLASSES), flush=True)
+        summary[dataset.name] = entry
+    summary["all"] = {"volumes": sum(e["volumes"] for e in summary.values()),
+                      **{m: pooled(r) for m, r in everything.items()}}
+    atomic_write_text(args.out / "heldout.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(args.out / "heldout.md", markdown(summary))
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()
