@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted,
+    141 when the reader of the output went away, as ``roidetect evaluate ... | head``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -57,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"roidetect {args.command}: interrupted; no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly, and keep Python's exit-time flush of
+        # stdout from raising again (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

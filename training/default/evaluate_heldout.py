@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from roidetect.atomic import atomic_write_text
+from roidetect.atomic import atomic_file
 from roidetect.cli import main as roidetect
 
 CLASSES = ("pore", "crack", "delamination")
@@ -63,6 +63,11 @@ def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
     return table
 
 
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
 def markdown(summary: dict) -> str:
     """The model card's table: F1 (precision / recall) per class, model and classical."""
     lines = ["| held-out set | volumes | method | " + " | ".join(f"{c} F1 (P / R, true)" for c in CLASSES) + " |",
@@ -97,8 +102,8 @@ def main() -> None:
         summary[dataset.name] = entry
     summary["all"] = {"volumes": sum(e["volumes"] for e in summary.values()),
                       **{m: pooled(r) for m, r in everything.items()}}
-    atomic_write_text(args.out / "heldout.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(args.out / "heldout.md", markdown(summary))
+    write_text(args.out / "heldout.json", json.dumps(summary, indent=2) + "\n")
+    write_text(args.out / "heldout.md", markdown(summary))
     print(markdown(summary))
 
 
