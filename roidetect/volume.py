@@ -22,6 +22,7 @@ Writers produce ImageJ-compatible TIFF (Fiji and napari show the right scale) an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -218,13 +219,18 @@ def _open_by_format(path: Path, inner: str | None) -> Volume:
 def _open_tiff(path: Path) -> Volume:
     import tifffile
 
-    try:
-        tif = tifffile.TiffFile(path)
-        series = tif.series[0]
-        shape, axes = tuple(series.shape), series.axes
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable TIFF ({_short(exc)}); "
-                        "the file may be truncated or corrupt") from exc
+    with _TiffWarnings() as warnings:
+        try:
+            tif = tifffile.TiffFile(path)
+            series = tif.series[0]
+            shape, axes = tuple(series.shape), series.axes
+        except Exception as exc:
+            raise UserError(f"{path}: not a readable TIFF ({_short(exc)}); "
+                            "the file may be truncated or corrupt") from exc
+    broken = [w for w in warnings.messages if any(sign in w for sign in _BROKEN_TIFF_SIGNS)]
+    if broken:
+        tif.close()
+        raise UserError(f"{path}: not a readable TIFF ({broken[0][:200]}); the file may be truncated or corrupt")
     if len(shape) != 3:
         tif.close()
         _raise_not_3d(str(path), shape, axes)
@@ -242,6 +248,33 @@ def _open_tiff(path: Path) -> Volume:
         data = _TiffPageStack(tif, series)
         details["access"] = "page by page"
     return Volume(data, spacing, (0.0, 0.0, 0.0), str(path), fmt, details)  # type: ignore[arg-type]
+
+
+_BROKEN_TIFF_SIGNS = ("invalid page offset", "failed to reshape", "invalid tag", "corrupted")
+"""tifffile warnings that mean the page chain or the declared shape is broken (a truncated or
+corrupt file): tifffile then returns fewer pages than the file declares."""
+
+
+class _TiffWarnings(logging.Handler):
+    """Collects (and keeps off the terminal) the warnings tifffile logs while a file opens."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger("tifffile")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _TiffWarnings:
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self)
+        self._logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
 
 
 def _fits_in_file(path: Path, offset: int, shape: tuple[int, ...], dtype: Any) -> bool:

@@ -157,13 +157,16 @@ def test_tiff_without_voxel_size_needs_one(tmp_path, small_scan):
     assert open_volume(tmp_path / "plain.tif", voxel_size_um=0.05).shape == small_scan.shape
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "corrupt", "2d", "4d", "empty", "hdf5-no-dataset",
+@pytest.mark.parametrize("case", ["missing", "truncated", "truncated-pages", "corrupt", "2d", "4d", "empty", "hdf5-no-dataset",
                                   "hdf5-group", "unsupported", "complex"])
 def test_bad_input_raises_one_line_user_error(tmp_path, small_scan, case):
     path = tmp_path / "scan.tif"
     if case == "truncated":
         write_tiff(path, small_scan, SPACING)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    elif case == "truncated-pages":  # cut inside the chain of pages: tifffile alone would see one 2D page
+        tifffile.imwrite(path, small_scan)
+        path.write_bytes(path.read_bytes()[: small_scan[0].nbytes + 400])
     elif case == "corrupt":
         path.write_bytes(b"II*\x00" + np.random.default_rng(0).bytes(5000))
     elif case == "2d":
@@ -189,6 +192,8 @@ def test_bad_input_raises_one_line_user_error(tmp_path, small_scan, case):
     message = str(info.value)
     assert "\n" not in message
     assert str(path).split(":")[0] in message or path.name in message
+    if case.startswith("truncated") or case == "corrupt":
+        assert "truncated or corrupt" in message
 
 
 def test_nonfinite_values_are_refused_on_read(tmp_path, small_scan):
