@@ -106,6 +106,15 @@ def test_budget_is_respected(hours):
     assert len(table) >= (1 if hours >= 1 else 0)
 
 
+@pytest.mark.parametrize("overrides, reason", [
+    (["targeting.min_clearance_um=1000"], "targeting.min_clearance_um=1000: lower it"),
+    (["instrument.imaging.fov_um.value=6", "targeting.budget_hours=0.01"], "raise --budget-hours")])
+def test_an_empty_plan_says_why(overrides, reason):
+    result = _plan(*overrides)
+    assert result.summary["candidates"] > 0 and result.summary["sites"] == 0
+    assert any(w.startswith("no site chosen") and reason in w for w in result.summary["warnings"])
+
+
 def test_low_scores_are_not_targeted_and_top_k_is_respected():
     phantom = make_phantom()
     table = _plan(*ROOMY, "targeting.top_k=4").table

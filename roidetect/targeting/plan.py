@@ -159,7 +159,7 @@ def plan(detections: pd.DataFrame, surface: SurfaceMap | np.ndarray, geometry: S
         "classes_covered": sorted({c for s in chosen for c in s.classes}),
         "scan_resolution_um": resolution, "travel_um": travel_um, "travel_um_in_rank_order": travel_rank_order_um,
         "travel_in": "stage" if registration is not None else "scan",
-        "warnings": _warnings(inst, params, chosen),
+        "warnings": _warnings(inst, params, chosen, candidates),
     }
     return Plan(mode=mode, sites=chosen, candidates=candidates, summary=summary, registration=registration,
                 params=params)
@@ -271,8 +271,9 @@ def _route(chosen: list[Site]) -> tuple[float, float]:
     return path_length(points, order), path_length(points, range(len(chosen)))
 
 
-def _warnings(inst: Instrument, params: TargetingParams, chosen: list[Site]) -> list[str]:
-    """Uncalibrated rates the plan relies on, and sites whose predicted TRE is too large."""
+def _warnings(inst: Instrument, params: TargetingParams, chosen: list[Site], candidates: list[Site]) -> list[str]:
+    """Uncalibrated rates the plan relies on, sites whose predicted TRE is too large, and why
+    a plan with candidates chose none."""
     rate = inst.removal_rate(params.material)
     warnings = [f"removal rate of {params.material} is uncalibrated: {rate.source}"] if not rate.calibrated else []
     if inst.laser_rate_um3_per_s is not None and not inst.laser_rate_um3_per_s.calibrated:
@@ -281,7 +282,26 @@ def _warnings(inst: Instrument, params: TargetingParams, chosen: list[Site]) -> 
     if flagged:
         warnings.append(f"predicted TRE exceeds {params.tre_flag_fraction:g} x the feature size at "
                         f"{', '.join(flagged)}")
+    if candidates and not chosen:
+        warnings.append(_why_no_site(candidates, params))
     return warnings
+
+
+def _why_no_site(candidates: list[Site], params: TargetingParams) -> str:
+    """One line: how many candidates each rejection had, and the setting that would admit them."""
+    edge = sum(c.layout.clearance_um < params.min_clearance_um for c in candidates)
+    over = sum(c.status == "over budget" for c in candidates)
+    reasons = []
+    if edge:
+        widest = max(c.layout.clearance_um for c in candidates)
+        reasons.append(f"{edge} milled box(es) reach past the scanned region (best clearance {widest:.2f} um; "
+                       f"targeting.min_clearance_um={params.min_clearance_um:g}: lower it, e.g. to "
+                       f"{np.floor(widest):g}, where the sample extends beyond the scan)")
+    if over:
+        cheapest = min(c.minutes_total for c in candidates if c.status == "over budget")
+        reasons.append(f"{over} over the {params.budget_hours:g} h budget (the cheapest needs "
+                       f"{cheapest / 60:.1f} h: raise --budget-hours)")
+    return f"no site chosen from {len(candidates)} candidate(s): " + "; ".join(reasons or ["see candidates.csv"])
 
 
 def _tre_flag(site: Site, params: TargetingParams) -> bool:
