@@ -34,7 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall time")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the machine's cores)")
-    parser.add_argument("--precision", default="bf16-mixed", help="Lightning precision: bf16-mixed or 32-true")
+    parser.add_argument("--precision", default="auto",
+                        help="Lightning precision: auto (bf16-mixed where the CPU has native bf16, else 32-true), bf16-mixed or 32-true")
     parser.add_argument("--test-phantoms", type=int, default=4, help="held-out phantoms to score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary folder)")

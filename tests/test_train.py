@@ -229,3 +229,12 @@ def test_patch_stream_is_reproducible_and_new_each_epoch(source: str, dataset: P
     assert np.array_equal(first, patches(0, 0))
     assert not np.array_equal(first, patches(1, 0))
     assert not np.array_equal(first, patches(0, 1))
+
+
+@pytest.mark.parametrize("native_bf16, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(monkeypatch, native_bf16, expected):
+    from roidetect.learn.train import resolve_precision
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("32-true", "cpu") == "32-true"
