@@ -148,22 +148,23 @@ def test_hand_calculation_of_one_top_down_site():
     # rough: 3.775 - 0.5 = 3.275 um, 249.64 * 3.275 = 817.571 um^3 at 0.27 * 7 = 1.89 um^3/s -> 432.58 s = 7.210 min
     assert site["volume_fib_rough_um3"] == pytest.approx(817.571)
     assert site["minutes_fib_rough"] == pytest.approx(7.210, abs=1e-3)
-    # SIMS: one frame sputters 0.27 * 0.05 nA * 144.1792 s / 11.8^2 = 0.013979 um; reaching the 0.1 um standoff
-    # needs ceil(0.1 / 0.013979) = 8 frames, fewer than the 10-frame minimum -> 10 frames = 1441.792 s = 24.030 min
-    assert site["imaging_count"] == 10
-    assert site["imaging_depth_um"] == pytest.approx(10 * 0.27 * 0.05 * 144.1792 / 11.8 ** 2)
-    assert site["minutes_imaging"] == pytest.approx(24.030, abs=1e-3)
-    # no laser on this instrument; setup 15 min; total 15 + 0 + 7.210 + 25.683 + 24.030 = 71.923 min
+    # SIMS: one frame sputters 0.27 * 0.05 nA * 144.1792 s / 11.8^2 = 0.013979 um; frames go through the 0.1 um
+    # standoff to the feature top and 0.1 um past it: ceil(0.2 / 0.013979) = 15 frames (over the 10-frame
+    # minimum) = 2162.688 s = 36.045 min
+    assert site["imaging_count"] == 15
+    assert site["imaging_depth_um"] == pytest.approx(15 * 0.27 * 0.05 * 144.1792 / 11.8 ** 2)
+    assert site["minutes_imaging"] == pytest.approx(36.045, abs=1e-3)
+    # no laser on this instrument; setup 15 min; total 15 + 0 + 7.210 + 25.683 + 36.045 = 83.938 min
     assert site["minutes_laser"] == 0
     assert site["minutes_setup"] == 15
-    assert site["minutes_total"] == pytest.approx(71.923, abs=1e-3)
+    assert site["minutes_total"] == pytest.approx(83.938, abs=1e-3)
     # the milled box: crater around the target from the surface down to the plane plus the SIMS depth
     assert (site["box_y0_um"], site["box_y1_um"]) == pytest.approx((24.875 - 7.9, 24.875 + 7.9))
     assert (site["box_z0_um"], site["box_z1_um"]) == pytest.approx((2.0, 5.775 + site["imaging_depth_um"]))
     # clearance: the nearest scan side (-0.125 um) is 17.1 um from the box side at 16.975 um, but the scan's
-    # bottom (60 * 0.25 - 0.125 = 14.875 um) is only 14.875 - (5.775 + 0.1398) = 8.960 um below the box
+    # bottom (60 * 0.25 - 0.125 = 14.875 um) is only 14.875 - (5.775 + 0.2097) = 8.890 um below the box
     assert site["clearance_um"] == pytest.approx(14.875 - 5.775 - site["imaging_depth_um"])
-    assert site["clearance_um"] == pytest.approx(8.960, abs=1e-3)
+    assert site["clearance_um"] == pytest.approx(8.890, abs=1e-3)
 
 
 def _pair_table(dz_um: float) -> pd.DataFrame:

@@ -4,7 +4,8 @@ Top-down (plan view, e.g. SIMS of a pillar): a square crater of side S = fov + 2
 around the target, milled from the local surface down to the plane ``z_p = top - standoff``
 just above the shallowest member. The last ``polish_um`` above z_p is the FIB polish, an
 optional laser removes everything deeper than ``laser_margin`` above z_p, the FIB rough mill
-the rest. Imaging then consumes material below z_p (SIMS frames or slices).
+the rest. Imaging then consumes material below z_p: SIMS frames until ``standoff`` past the
+deepest member's top, slices until ``standoff`` past the deepest member's bottom.
 
 Cross-section: a face at ``m_face = near - standoff`` in front of the members, reaching the
 depth ``z_b = deepest member bottom + standoff``, with a ramped trench of length
@@ -88,7 +89,8 @@ def top_down(target: np.ndarray, near: float, far: float, deepest_near: float, s
     near, far : float
         Shallowest member top and deepest member bottom (z, um).
     deepest_near : float
-        Deepest member top (z, um); SIMS frames are added until it is reached.
+        Deepest member top (z, um); SIMS frames are added until they reach ``standoff_um`` past
+        it, so a member whose top lies up to the standoff deeper than detected is still exposed.
     """
     side = instrument.fov_um.value + 2 * crater_margin_um
     y_range = (target[1] - side / 2, target[1] + side / 2)
@@ -103,7 +105,7 @@ def top_down(target: np.ndarray, near: float, far: float, deepest_near: float, s
         volumes["laser"] = material_between(z, -np.inf, rough_top, area)
     volumes["fib_rough"] = material_between(z, rough_top, polish_top, area)
     volumes["fib_polish"] = material_between(z, polish_top, plane, area)
-    need = (deepest_near if instrument.sims is not None else far + standoff_um) - plane
+    need = (deepest_near if instrument.sims is not None else far) + standoff_um - plane
     count, consumed = imaging_reach(instrument, material, need)
     volumes["imaging"] = material_between(z, plane, plane + consumed, area)
     box_lo = np.array([min(float(z.min()), plane), y_range[0], x_range[0]])
@@ -151,7 +153,7 @@ def cross_section(target: np.ndarray, frame: Frame, near: float, far: float, dee
         volumes["laser"] = material_between(z, -np.inf, laser_bottom[:, None], area)
     volumes["fib_rough"] = rough_total - volumes["laser"]
     volumes["fib_polish"] = material_between(z_face, -np.inf, z_bottom, area_face)
-    need = (deepest_near if instrument.sims is not None else far + standoff_um) - face
+    need = (deepest_near if instrument.sims is not None else far) + standoff_um - face
     count, consumed = imaging_reach(instrument, material, need)
     z_slices, _, area_slices = frame.sample_lateral(surface, (face, face + consumed), v_range)
     volumes["imaging"] = material_between(z_slices, -np.inf, z_bottom, area_slices)
