@@ -8,9 +8,19 @@ import pandas as pd
 import pytest
 
 from roidetect.cli import main
-from roidetect.resources import shipped_models
+from roidetect.learn.bundle import load_package
+from roidetect.resources import models_dir, shipped_models
 
-pytestmark = pytest.mark.skipif("default" not in shipped_models(), reason="no shipped default model")
+
+def test_default_model_ships_small_with_its_card_and_loads_without_pickle():
+    assert "default" in shipped_models()
+    folder = models_dir() / "default"
+    assert {"weights.safetensors", "card.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20 * 2**20
+    package = load_package("default")
+    assert package.card["classes"] == {"0": "background", "1": "pore", "2": "crack", "3": "delamination"}
+    assert package.card["voxel_size_um"] == [0.05, 0.05, 0.05]
+    assert not package.network.training
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +40,7 @@ def test_demo_writes_every_stage(demo_dir):
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
     evaluation = json.loads((demo_dir / "evaluation.json").read_text())
     assert evaluation["instance"]["any"]["true"] > 0
+    assert evaluation["instance"]["pore"]["tp"] > 0  # the shipped model finds real defects
     run = json.loads((demo_dir / "run.json").read_text())
     assert run["command"] == "demo"
     assert {"phantom", "predict", "suggest", "report", "evaluate"} <= set(run["timings_s"])
