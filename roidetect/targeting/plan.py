@@ -289,7 +289,7 @@ def _warnings(inst: Instrument, params: TargetingParams, chosen: list[Site], can
 
 def _why_no_site(candidates: list[Site], params: TargetingParams) -> str:
     """One line: how many candidates each rejection had, and the setting that would admit them."""
-    edge = sum(c.layout.clearance_um < params.min_clearance_um for c in candidates)
+    edge = sum(c.status.startswith("too close to the scan edge") for c in candidates)
     over = sum(c.status == "over budget" for c in candidates)
     reasons = []
     if edge:
