@@ -84,11 +84,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="roidetect-bench-") as tmp:
         package = Path(args.model) if args.model else _save_default_package(Path(tmp) / "model")
         results: dict[str, Any] = {"machine": _machine(), "volume_edge": args.size}
-        results["matmul_gflops"] = {"float32": _matmul_rate(torch.float32), "bfloat16": _matmul_rate(torch.bfloat16)}
+        native_bf16 = results["machine"]["bf16_native"]
+        # emulated bf16 (AVX2-only CPUs) multiplies at under 1 GFLOP/s: a 4096^3 product would take minutes
+        results["matmul_gflops"] = {"float32": _matmul_rate(torch.float32),
+                                    "bfloat16": _matmul_rate(torch.bfloat16, n=4096 if native_bf16 else 1024)}
         _print_machine(results)
+        variants = args.variants or [name for name in VARIANTS if native_bf16 or "bf16" not in name]
+        if len(variants) < len(VARIANTS) and not args.variants:
+            print("no native bf16 on this CPU: bf16 variants left out (name them with --variants to time them)\n")
         if args.size:
             image, truth = _test_volume(args.size, args.scan, args.truth)
-            results["throughput"] = _throughput(package, image, truth, args.variants or list(VARIANTS),
+            results["throughput"] = _throughput(package, image, truth, variants,
                                                 results["matmul_gflops"], args.repeats)
             del image, truth
         results["peak_rss"] = [_peak_rss(package, edge, Path(tmp), args.threads) for edge in args.sizes]
