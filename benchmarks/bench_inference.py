@@ -90,7 +90,7 @@ def main() -> None:
                                     "bfloat16": _matmul_rate(torch.bfloat16, n=4096 if native_bf16 else 1024)}
         _print_machine(results)
         variants = args.variants or [name for name in VARIANTS if native_bf16 or "bf16" not in name]
-        if len(variants) < len(VARIANTS) and not args.variants:
+        if not native_bf16 and not args.variants:
             print("no native bf16 on this CPU: bf16 variants left out (name them with --variants to time them)\n")
         if args.size:
             image, truth = _test_volume(args.size, args.scan, args.truth)
@@ -108,9 +108,11 @@ def main() -> None:
 def _machine() -> dict[str, Any]:
     import torch
 
+    from roidetect.learn.networks import cpu_has_native_bf16
+
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+            "bf16_native": cpu_has_native_bf16()}
 
 
 def _matmul_rate(dtype: Any, n: int = 4096, repeats: int = 3) -> float:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from roidetect.errors import UserError
+from roidetect.learn.networks import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if key == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if key not in _PRECISIONS:
         raise UserError(f"inference.precision={name}: choose auto, {', '.join(_PRECISIONS)}")
     return _PRECISIONS[key]

@@ -10,11 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from roidetect.errors import UserError
 
 NETWORKS = ("UNet", "SegResNet", "DynUNet", "SwinUNETR")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 natively on this CPU (AVX512-BF16 / AMX).
+
+    Elsewhere (e.g. AVX2-only CPUs) bfloat16 is emulated and about 10x slower than float32,
+    so training and inference choose float32 there.
+    """
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def build_network(name: str, **kwargs: Any) -> nn.Module:

@@ -32,6 +32,7 @@ import torch
 
 from roidetect.errors import UserError
 from roidetect.labels import CLASS_NAMES
+from roidetect.learn.networks import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def _build_trainer(options: dict[str, Any], out: Path) -> Any:
