@@ -46,17 +46,21 @@ import numpy as np
 DEFAULT_NETWORK = {"class": "UNet", "args": {"in_channels": 1, "out_channels": 4, "channels": [16, 32, 64, 128],
                                              "strides": [2, 2, 2], "num_res_units": 2}}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "patch window, overlap 0.25, fp32": {"window": "patch", "overlap": 0.25, "precision": "float32",
-                                         "channels_last": False},
+    "patch window, overlap 0.25, fp32, PyTorch kernels": {"window": "patch", "overlap": 0.25, "precision": "float32",
+                                                          "cpu_kernels": False, "channels_last": False},
+    "patch window, overlap 0.25, fp32": {"window": "patch", "overlap": 0.25, "precision": "float32"},
     "patch window, overlap 0.25, bf16": {"window": "patch", "overlap": 0.25, "precision": "bfloat16"},
-    "2x window, same band, fp32": {"precision": "float32"},
+    "2x window, same band, fp32, PyTorch kernels": {"precision": "float32", "cpu_kernels": False,
+                                                    "channels_last": False},
     "2x window, same band, bf16 contiguous": {"precision": "bfloat16", "channels_last": False},
     "2x window, same band, bf16 channels-last": {"precision": "bfloat16", "channels_last": True},
     "default settings (predict.yaml)": {},
 }
 """Engine settings to time (keys of ``inference`` in configs/predict.yaml; "patch" = the card's
 patch size). "2x window, same band": windows twice the patch with the overlap band of
-patch-sized windows at 0.25, the default."""
+patch-sized windows at 0.25, the default. "PyTorch kernels": without the oneDNN convolutions
+and channels-last instance norm of ``roidetect.inference.cpu_kernels`` (on by default for
+float32 on the CPU)."""
 
 
 def main() -> None:
@@ -305,11 +309,11 @@ def _flops_per_window(network: Any, window: Any) -> float:
 
 def _print_row(row: dict[str, Any], header: bool = False) -> None:
     if header:
-        print(f"{'run':<42} {'s':>7} {'Mvox/s':>6} {'x plain':>7} {'window':>11} {'prec':>8} {'GFLOP/s':>7} "
+        print(f"{'run':<52} {'s':>7} {'Mvox/s':>6} {'x plain':>7} {'window':>11} {'prec':>8} {'GFLOP/s':>7} "
               f"{'% mm':>5} {'Dice/plain':>10} {'Dice/truth':>10} {'max|dp|':>7} {'mean|dp|':>8} {'|dp|>0.1':>8}")
     window = "x".join(str(w) for w in row["window"])
     truth = "-" if row["dice_vs_truth"] is None else f"{row['dice_vs_truth']:.3f}"
-    print(f"{row['name']:<42} {row['seconds']:7.2f} {row['voxels_per_s'] / 1e6:6.2f} {row['speedup']:7.2f} "
+    print(f"{row['name']:<52} {row['seconds']:7.2f} {row['voxels_per_s'] / 1e6:6.2f} {row['speedup']:7.2f} "
           f"{window:>11} {row['precision']:>8} {row['gflops']:7.1f} {row['percent_of_matmul']:5.1f} "
           f"{row['dice_vs_plain']:10.3f} {truth:>10} {row['max_abs_diff']:7.3f} {row['mean_abs_diff']:8.5f} "
           f"{row['voxels_diff_over_0.1']:8.5f}", flush=True)

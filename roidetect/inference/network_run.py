@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from roidetect.errors import UserError
+from roidetect.inference.cpu_kernels import use_cpu_kernels
 from roidetect.inference.engine import NetworkSource
 from roidetect.inference.model import DEFAULT_MODEL, choose_window, plan_windows, resolve_device, resolve_precision
 from roidetect.inference.network import Augmentation, WindowModel, augmentations
@@ -57,8 +58,10 @@ class NetworkRun:
         self.plan = plan_windows(volume.shape, volume.spacing_um, _voxel_size(card, self.package.path), window,
                                  float(settings["resample_tolerance"]), float(settings["warn_ratio"]))
         variants = augmentations(bool(cfg["tta"]["rotations"])) if cfg["tta"]["enabled"] else [Augmentation()]
-        self.model = WindowModel(self.package.network, self.plan.scale, divisor, self.precision,
-                                 _channels_last(settings["channels_last"], self.precision), variants)
+        self.cpu_kernels = _cpu_kernels(settings["cpu_kernels"], self.device, self.precision)
+        network = use_cpu_kernels(self.package.network) if self.cpu_kernels else self.package.network
+        self.model = WindowModel(network, self.plan.scale, divisor, self.precision,
+                                 _channels_last(settings["channels_last"], self.precision, self.cpu_kernels), variants)
         self.intensity_range = robust_range(volume, percentiles)
         self.detection = detection_params(card.get("detection"), cfg["detection"])
 
@@ -83,6 +86,8 @@ class NetworkRun:
             "network": card["network"], "voxel_size_um": card["voxel_size_um"], "patch_size": card["patch_size"],
             "normalisation": card["normalisation"], "classes": card["classes"],
             "device": str(self.device), "precision": str(self.precision).removeprefix("torch."),
+            "cpu_kernels": self.cpu_kernels,
+            "channels_last": self.model.memory_format == torch.channels_last_3d,
             "threads": torch.get_num_threads(),
             "window_scan_voxels": list(self.plan.scan_window), "window_model_voxels": list(self.plan.model_window),
             "overlap": list(self.overlap),
@@ -91,10 +96,19 @@ class NetworkRun:
         }
 
 
-def _channels_last(setting: Any, precision: torch.dtype) -> bool:
-    """``auto``: channels-last with bf16/fp16 (faster there), contiguous with float32."""
+def _cpu_kernels(setting: Any, device: torch.device, precision: torch.dtype) -> bool:
+    """``auto``: the oneDNN / channels-last kernels of ``cpu_kernels`` for float32 on the CPU."""
     if setting == "auto":
-        return precision != torch.float32
+        return device.type == "cpu" and precision == torch.float32
+    if not isinstance(setting, bool):
+        raise UserError(f"inference.cpu_kernels={setting}: choose auto, true or false")
+    return setting
+
+
+def _channels_last(setting: Any, precision: torch.dtype, cpu_kernels: bool) -> bool:
+    """``auto``: channels-last with bf16/fp16 and with the CPU kernels (faster there), else contiguous."""
+    if setting == "auto":
+        return precision != torch.float32 or cpu_kernels
     if not isinstance(setting, bool):
         raise UserError(f"inference.channels_last={setting}: choose auto, true or false")
     return setting
