@@ -21,6 +21,7 @@ reservation zone around every carved defect), so no two instances touch.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,13 +346,38 @@ class _Carver:
             self._renumber(dropped)
 
     def _renumber(self, dropped: set[int]) -> None:
-        kept = [r for r in self.records if r["id"] not in dropped]
-        lookup = np.zeros(len(self.records) + 1, dtype=np.uint32)
-        for new_id, record in enumerate(kept, start=1):
-            lookup[record["id"]] = new_id
-            record["id"] = new_id
-        self.instances = lookup[self.instances]
-        self.records = kept
+        self.instances, self.records = _renumbered(self.instances, self.records, dropped)
+
+
+def unlabel(defects: DefectSet, ids: Collection[int]) -> tuple[DefectSet, list[dict[str, Any]]]:
+    """Take the defects ``ids`` out of the ground truth; their voids stay in the phantom.
+
+    Returns
+    -------
+    DefectSet
+        Labels and instances without them, the others renumbered 1..N in their order.
+    list of dict
+        The removed records (with their old ids).
+    """
+    dropped = set(int(i) for i in ids)
+    if not dropped:
+        return defects, []
+    removed = [dict(r) for r in defects.records if r["id"] in dropped]
+    gone = np.isin(defects.instances, list(dropped))
+    labels = np.where(gone, 0, defects.labels).astype(defects.labels.dtype)
+    instances, records = _renumbered(defects.instances, [dict(r) for r in defects.records], dropped)
+    return DefectSet(labels, instances, records), removed
+
+
+def _renumbered(instances: np.ndarray, records: list[dict[str, Any]],
+                dropped: set[int]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Instances and records without ``dropped``, ids renumbered 1..N (records are updated in place)."""
+    kept = [r for r in records if r["id"] not in dropped]
+    lookup = np.zeros(len(records) + 1, dtype=np.uint32)
+    for new_id, record in enumerate(kept, start=1):
+        lookup[record["id"]] = new_id
+        record["id"] = new_id
+    return lookup[instances], kept
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -4,7 +4,8 @@ Attenuation
     Each phase has a relative attenuation; every particle gets its own factor (composition
     and density vary between particles), active particles carry a primary-grain (Voronoi)
     texture and a smooth density variation, graphite a layered texture, and the CBD a fine
-    nanoporous one. Enclosed pores are vacuum even when resin fills the open pores.
+    nanoporous one. Enclosed voids (pores, sealed delamination gaps, cracks inside a
+    particle) are vacuum even when resin fills the open pores.
     ``transmission`` sets the scale: the mean line integral along x is ``-ln(transmission)``.
 
 Resolution
@@ -60,7 +61,7 @@ def attenuation_map(phases: np.ndarray, particles: np.ndarray, particle_phase: n
         Particle id per voxel (0 outside particles).
     particle_phase : ndarray, shape (n_particles + 1,)
     vacuum : bool ndarray, shape (Z, Y, X)
-        Voids that stay empty even with resin (enclosed pores).
+        Voids that stay empty even with resin (enclosed defects).
     params : ImagingParams
     rng : numpy.random.Generator
 

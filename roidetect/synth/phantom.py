@@ -8,6 +8,7 @@ so changing an imaging parameter leaves the microstructure and its defects uncha
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import time
@@ -16,18 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from roidetect import __version__
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, PORE
-from roidetect.synth.defects import carve_defects
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DELAMINATION
+from roidetect.synth.defects import DefectSet, carve_defects, unlabel
 from roidetect.synth.geometry import geometry_block, load_geometry, packaged_geometry
 from roidetect.synth.imaging import DEFAULT_RESOLUTION_VOX, attenuation_map, ct_scan
 from roidetect.synth.manifest import defect_entries
-from roidetect.synth.microstructure import generate_microstructure, phase_fractions
+from roidetect.synth.microstructure import Microstructure, generate_microstructure, phase_fractions
 from roidetect.synth.params import SynthParams, apply_overrides
 from roidetect.synth.phases import VOID
 from roidetect.synth.presets import get_preset, randomise_params
+from roidetect.synth.visibility import gap_signals
 
 DEFAULT_SHAPE = (128, 128, 128)
 DEFAULT_VOXEL_SIZE_UM = 0.05
@@ -119,8 +122,8 @@ def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequ
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"seed {seed!r}: use a non-negative integer")
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)]
-    rng_params, rng_micro, rng_defects, rng_imaging = streams
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)]
+    rng_params, rng_micro, rng_defects, rng_imaging, rng_other_scan = streams
     chosen = get_preset(preset, rng_params)
     spacing = _spacing(voxel_size_um)
 
@@ -139,7 +142,7 @@ def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequ
     params = chosen.params
     if randomise:
         params = randomise_params(params, chosen.name, rng_params, shape, spacing)
-    params = apply_overrides(params, overrides)
+    params = resolvable_gaps(apply_overrides(params, overrides), spacing)
 
     timings: dict[str, float] = {}
     with _timed(timings, "microstructure"):
@@ -150,11 +153,16 @@ def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequ
             micro, placement = geometry_block(full, shape, params.microstructure, randomise, rng_micro, spacing)
             micro.stats = {"particles": int(micro.particles.max()), **phase_fractions(micro.phases)}
     with _timed(timings, "defects"):
+        before = micro.phases.copy(), micro.particles.copy()
         defects = carve_defects(micro, params.defects, rng_defects)
+    rng_reference = copy.deepcopy(rng_imaging)
     with _timed(timings, "imaging"):
-        attenuation = attenuation_map(micro.phases, micro.particles, micro.particle_phase, defects.labels == PORE,
-                                      params.imaging, rng_imaging)
-        image, imaging_info = ct_scan(attenuation, params.imaging, spacing, rng_imaging)
+        image, imaging_info = _scan(micro, micro.phases, micro.particles, defects.labels, params, spacing, rng_imaging)
+    unannotated: list[dict[str, Any]] = []
+    if (defects.labels == DELAMINATION).any():
+        with _timed(timings, "visibility"):
+            defects, unannotated = _drop_faint_gaps(micro, before, defects, image, params, spacing,
+                                                    (rng_reference, rng_other_scan))
     with _timed(timings, "manifest"):
         entries = defect_entries(defects.instances, defects.records, micro.phases != VOID, spacing)
 
@@ -175,6 +183,7 @@ def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequ
                     "resolution_um_used": _resolution_um(params, spacing)},
         "counts": {CLASS_NAMES[c]: sum(1 for e in entries if e["class_id"] == c) for c in DEFECT_CLASSES},
         "defects": entries,
+        "unannotated": unannotated,
     }
     return Phantom(image, defects.labels, defects.instances.astype(instance_dtype), micro.phases, micro.particles,
                    manifest, spacing, params, timings)
@@ -204,6 +213,73 @@ def _shape(shape: Sequence[int] | None, full: np.ndarray | None) -> tuple[int, i
     if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and v >= MIN_SIZE for v in values):
         raise UserError(f"shape {shape!r}: give three whole numbers (z y x), each at least {MIN_SIZE}")
     return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def _scan(micro: Microstructure, phases: np.ndarray, particles: np.ndarray, labels: np.ndarray,
+          params: SynthParams, spacing: tuple[float, float, float],
+          rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """The CT scan of a phase map (enclosed defect voids are vacuum)."""
+    attenuation = attenuation_map(phases, particles, micro.particle_phase, enclosed_voids(phases, labels),
+                                  params.imaging, rng)
+    return ct_scan(attenuation, params.imaging, spacing, rng)
+
+
+def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray], defects: DefectSet,
+                     image: np.ndarray, params: SynthParams, spacing: tuple[float, float, float],
+                     rngs: tuple[np.random.Generator, np.random.Generator]) -> tuple[DefectSet, list[dict[str, Any]]]:
+    """Measure every delamination's signal (:mod:`roidetect.synth.visibility`); take those
+    under the minimum out of the truth.
+
+    ``before`` holds the phase and particle maps before the defects were cut; ``rngs`` are a
+    copy of the imaging stream as it was before the scan was made, and an independent one.
+    """
+    gaps = defects.labels == DELAMINATION
+    phases = np.where(gaps, before[0], micro.phases)
+    particles = np.where(gaps, before[1], micro.particles)
+    labels = np.where(gaps, 0, defects.labels)
+    filled, filled_other = (_scan(micro, phases, particles, labels, params, spacing, rng)[0] for rng in rngs)
+    ids = [r["id"] for r in defects.records if r["class_id"] == DELAMINATION]
+    signals = gap_signals(image, filled, filled_other, defects.instances, ids, phases)
+    for record in defects.records:
+        if record["id"] in signals:
+            record["signal"] = round(signals[record["id"]], 3)
+    faint = [i for i in ids if signals[i] < params.defects.delamination_min_signal]
+    defects, removed = unlabel(defects, faint)
+    return defects, [{key: r[key] for key in ("class", "interface", "gap_vox", "signal") if key in r}
+                     for r in removed]
+
+
+def resolvable_gaps(params: SynthParams, spacing: tuple[float, float, float]) -> SynthParams:
+    """Shift the delamination gap ranges up to ``delamination_min_gap_fwhm`` resolutions.
+
+    A range (lo, hi) below the floor becomes (floor, floor + hi - lo), its width kept; the
+    floor is at most 10 voxels.
+    """
+    defects = params.defects
+    floor = min(defects.delamination_min_gap_fwhm * _resolution_um(params, spacing) / float(np.mean(spacing)), 10.0)
+
+    def widen(gap: tuple[float, float]) -> tuple[float, float]:
+        low, high = gap
+        return gap if low >= floor else (round(floor, 3), round(floor + high - low, 3))
+
+    return dataclasses.replace(params, defects=dataclasses.replace(
+        defects, delamination_gap_vox=widen(defects.delamination_gap_vox),
+        collector_gap_vox=widen(defects.collector_gap_vox)))
+
+
+def enclosed_voids(phases: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """bool (Z, Y, X): defect voids not connected to the open pore space (they stay empty under resin).
+
+    A face-connected void component (resin flows through faces, not edges) is enclosed when
+    all its voxels belong to defects: pores, sealed delamination gaps, cracks that stay
+    inside their particle. A crack that runs out through the particle's surface joins the
+    open pore space and fills with whatever fills it.
+    """
+    components, n = ndimage.label(phases == VOID)
+    open_ids = np.unique(components[(labels == 0) & (components != 0)])
+    is_open = np.zeros(n + 1, dtype=bool)
+    is_open[open_ids] = True
+    return (components != 0) & ~is_open[components]
 
 
 def _resolution_um(params: SynthParams, spacing: tuple[float, float, float]) -> float:
