@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_IDS, CRACK, DEFECT_CLASSES, DELAMINATION, PORE
+from roidetect.labels import CLASS_IDS, CRACK, DEFECT_CLASSES, DELAMINATION, IGNORE, PORE
 from roidetect.surface import depth_below_surface, surface_from_mask
 from roidetect.synth import make_phantom
 from roidetect.synth.phases import BINDER, COLLECTOR, VOID
@@ -32,27 +32,28 @@ def _defects(phantom, class_id):
 
 
 def test_every_class_present_small(phantom):
-    assert set(np.unique(phantom.labels)) == {0, *DEFECT_CLASSES}
+    assert set(np.unique(phantom.labels)) - {IGNORE} == {0, *DEFECT_CLASSES}
     assert all(phantom.manifest["counts"][name] > 0 for name in ("pore", "crack", "delamination"))
 
 
 def test_every_class_present_default_128():
     phantom = make_phantom(seed=0)
     assert phantom.image.shape == (128, 128, 128)
-    assert set(np.unique(phantom.labels)) == {0, *DEFECT_CLASSES}
+    assert set(np.unique(phantom.labels)) - {IGNORE} == {0, *DEFECT_CLASSES}
 
 
 @pytest.mark.parametrize("preset", ["anode", "nmc-real"])
 def test_every_class_present_default_128_other_presets(preset):
     phantom = make_phantom(seed=0, preset=preset, shape=(128, 128, 128))
-    assert set(np.unique(phantom.labels)) == {0, *DEFECT_CLASSES}
+    assert set(np.unique(phantom.labels)) - {IGNORE} == {0, *DEFECT_CLASSES}
 
 
 def test_labels_match_manifest(phantom):
     entries = phantom.manifest["defects"]
     ids = sorted(np.unique(phantom.instances[phantom.instances > 0]).tolist())
     assert ids == [d["id"] for d in entries] == list(range(1, len(entries) + 1))
-    np.testing.assert_array_equal(phantom.labels > 0, phantom.instances > 0)
+    annotated = (phantom.labels > 0) & (phantom.labels != IGNORE)
+    np.testing.assert_array_equal(annotated, phantom.instances > 0)
     for entry in entries:
         mask = phantom.instances == entry["id"]
         assert mask.sum() == entry["voxels"]

@@ -1,12 +1,12 @@
 """Delamination visibility: enclosed voids imaged as vacuum, gaps widened to the resolution,
-faint gaps kept in the phantom but out of the ground truth."""
+faint gaps kept in the phantom but labelled not annotated."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from roidetect.labels import CRACK, DELAMINATION, PORE
+from roidetect.labels import CRACK, DELAMINATION, IGNORE, PORE
 from roidetect.synth import make_phantom
 from roidetect.synth.defects import DefectSet, unlabel
 from roidetect.synth.params import SynthParams
@@ -50,9 +50,9 @@ def test_unlabel_removes_and_renumbers() -> None:
     instances = np.array([[1, 2, 3, 0, 2]], np.uint32)
     labels = np.array([[1, 3, 2, 0, 3]], np.uint8)
     records = [{"id": 1, "class_id": 1}, {"id": 2, "class_id": 3, "signal": 0.2}, {"id": 3, "class_id": 2}]
-    kept, removed = unlabel(DefectSet(labels, instances, records), [2])
+    kept, removed = unlabel(DefectSet(labels, instances, records), [2], fill=255)
     assert kept.instances.tolist() == [[1, 0, 2, 0, 0]]
-    assert kept.labels.tolist() == [[1, 0, 2, 0, 0]]
+    assert kept.labels.tolist() == [[1, 255, 2, 0, 255]]
     assert [r["id"] for r in kept.records] == [1, 2] and kept.records[1]["class_id"] == 2
     assert removed == [{"id": 2, "class_id": 3, "signal": 0.2}]
     assert records[1]["id"] == 2  # the input's records are left as they were
@@ -73,6 +73,7 @@ def test_faint_gaps_stay_in_the_scan_but_leave_the_truth(pair) -> None:
     gaps = [d for d in every.manifest["defects"] if d["class_id"] == DELAMINATION]
     assert gaps and every.manifest["unannotated"] == []
     assert not (none.labels == DELAMINATION).any()
+    assert np.array_equal(none.labels == IGNORE, every.labels == DELAMINATION)  # not annotated
     assert none.manifest["counts"]["delamination"] == 0
     assert sorted(u["signal"] for u in none.manifest["unannotated"]) == sorted(d["signal"] for d in gaps)
     # the other defects are untouched and renumbered 1..N in the manifest's order

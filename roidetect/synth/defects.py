@@ -349,13 +349,20 @@ class _Carver:
         self.instances, self.records = _renumbered(self.instances, self.records, dropped)
 
 
-def unlabel(defects: DefectSet, ids: Collection[int]) -> tuple[DefectSet, list[dict[str, Any]]]:
+def unlabel(defects: DefectSet, ids: Collection[int], fill: int) -> tuple[DefectSet, list[dict[str, Any]]]:
     """Take the defects ``ids`` out of the ground truth; their voids stay in the phantom.
+
+    Parameters
+    ----------
+    defects : DefectSet
+    ids : defect ids to take out.
+    fill : label value their voxels get (e.g. ``roidetect.labels.IGNORE``: not annotated).
 
     Returns
     -------
     DefectSet
-        Labels and instances without them, the others renumbered 1..N in their order.
+        Labels and instances without them (instance 0 there), the others renumbered 1..N in
+        their order.
     list of dict
         The removed records (with their old ids).
     """
@@ -364,7 +371,7 @@ def unlabel(defects: DefectSet, ids: Collection[int]) -> tuple[DefectSet, list[d
         return defects, []
     removed = [dict(r) for r in defects.records if r["id"] in dropped]
     gone = np.isin(defects.instances, list(dropped))
-    labels = np.where(gone, 0, defects.labels).astype(defects.labels.dtype)
+    labels = np.where(gone, fill, defects.labels).astype(defects.labels.dtype)
     instances, records = _renumbered(defects.instances, [dict(r) for r in defects.records], dropped)
     return DefectSet(labels, instances, records), removed
 

@@ -102,8 +102,8 @@ class DefectParams:
         blur of the particle fills it: its grey value stays above the CBD's). 0: off.
     delamination_min_signal : delaminations that darken the scan by less than this (mean
         over the gap, in standard deviations of the CBD's grey values; see
-        :mod:`roidetect.synth.visibility`) stay in the phantom but not in the ground truth,
-        as an annotator would not see them. 0: label every gap. Every gap's signal is in
+        :mod:`roidetect.synth.visibility`) stay in the phantom but are labelled 255 (not
+        annotated), as an annotator would not see them. 0: label every gap. Every gap's signal is in
         the manifest either way.
     min_per_class : try harder, up to this many per class, when the Poisson draw left a
         class empty (so small training volumes still show every class).

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from roidetect import __version__
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DELAMINATION
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DELAMINATION, IGNORE
 from roidetect.synth.defects import DefectSet, carve_defects, unlabel
 from roidetect.synth.geometry import geometry_block, load_geometry, packaged_geometry
 from roidetect.synth.imaging import DEFAULT_RESOLUTION_VOX, attenuation_map, ct_scan
@@ -46,7 +46,8 @@ class Phantom:
     image : uint8 or uint16 ndarray, shape (Z, Y, X)
         The simulated CT scan.
     labels : uint8 ndarray, shape (Z, Y, X)
-        0 background (including open porosity, binder, air), 1 pore, 2 crack, 3 delamination.
+        0 background (including open porosity, binder, air), 1 pore, 2 crack, 3 delamination,
+        255 not annotated: delamination gaps too faint to see (``delamination_min_signal``).
     instances : uint16 (uint32 beyond 65535 defects) ndarray, shape (Z, Y, X)
         Defect id per voxel, equal to the manifest's ``id``; 0 elsewhere.
     phases : uint8 ndarray, shape (Z, Y, X)
@@ -227,8 +228,8 @@ def _scan(micro: Microstructure, phases: np.ndarray, particles: np.ndarray, labe
 def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray], defects: DefectSet,
                      image: np.ndarray, params: SynthParams, spacing: tuple[float, float, float],
                      rngs: tuple[np.random.Generator, np.random.Generator]) -> tuple[DefectSet, list[dict[str, Any]]]:
-    """Measure every delamination's signal (:mod:`roidetect.synth.visibility`); take those
-    under the minimum out of the truth.
+    """Measure every delamination's signal (:mod:`roidetect.synth.visibility`); those under
+    the minimum leave the truth and become not annotated (label 255, instance 0).
 
     ``before`` holds the phase and particle maps before the defects were cut; ``rngs`` are a
     copy of the imaging stream as it was before the scan was made, and an independent one.
@@ -244,7 +245,7 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
         if record["id"] in signals:
             record["signal"] = round(signals[record["id"]], 3)
     faint = [i for i in ids if signals[i] < params.defects.delamination_min_signal]
-    defects, removed = unlabel(defects, faint)
+    defects, removed = unlabel(defects, faint, fill=IGNORE)
     return defects, [{key: r[key] for key in ("class", "interface", "gap_vox", "signal") if key in r}
                      for r in removed]
 

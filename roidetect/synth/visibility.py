@@ -10,8 +10,9 @@ its voxels between the scan and its filled twin, divided by the random spread of
 values inside the CBD: the standard deviation of the two filled scans' difference over
 sqrt(2), i.e. noise plus the CBD's texture, what an observer compares a gap with (the
 deterministic blur of nearby particles cancels). Gaps below
-``DefectParams.delamination_min_signal`` stay in the phantom but leave the ground truth;
-the manifest lists them as ``unannotated``.
+``DefectParams.delamination_min_signal`` stay in the phantom but leave the ground truth:
+their voxels are labelled 255 (not annotated), so training skips them and evaluation counts
+a prediction on them neither right nor wrong; the manifest lists them as ``unannotated``.
 """
 
 from __future__ import annotations
