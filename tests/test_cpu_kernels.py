@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from roidetect.errors import UserError
 from roidetect.inference.cpu_kernels import use_cpu_kernels
 from roidetect.inference.network_run import NetworkRun
 from roidetect.inference.settings import load_settings
@@ -91,3 +92,6 @@ def test_predict_setting_auto_turns_kernels_on_for_cpu_float32(unet: nn.Module, 
             probabilities[(slice(None), *block.core)] = block.probabilities
         results[setting] = probabilities
     assert np.abs(results["auto"] - results[False]).max() < 1e-4
+    bad = load_settings({"model": str(package), "device": "cpu", "inference": {"cpu_kernels": "fast"}})
+    with pytest.raises(UserError, match="inference.cpu_kernels=fast"):
+        NetworkRun(volume, bad)

@@ -97,7 +97,7 @@ class NetworkRun:
 
 
 def _cpu_kernels(setting: Any, device: torch.device, precision: torch.dtype) -> bool:
-    """``auto``: the oneDNN / channels-last kernels of ``cpu_kernels`` for float32 on the CPU."""
+    """``auto``: on for float32 on the CPU (:mod:`roidetect.inference.cpu_kernels`)."""
     if setting == "auto":
         return device.type == "cpu" and precision == torch.float32
     if not isinstance(setting, bool):
