@@ -98,19 +98,20 @@ class NetworkRun:
 
 def _cpu_kernels(setting: Any, device: torch.device, precision: torch.dtype) -> bool:
     """``auto``: on for float32 on the CPU (:mod:`roidetect.inference.cpu_kernels`)."""
-    if setting == "auto":
-        return device.type == "cpu" and precision == torch.float32
-    if not isinstance(setting, bool):
-        raise UserError(f"inference.cpu_kernels={setting}: choose auto, true or false")
-    return setting
+    return _flag(setting, "cpu_kernels", device.type == "cpu" and precision == torch.float32)
 
 
 def _channels_last(setting: Any, precision: torch.dtype, cpu_kernels: bool) -> bool:
     """``auto``: channels-last with bf16/fp16 and with the CPU kernels (faster there), else contiguous."""
+    return _flag(setting, "channels_last", precision != torch.float32 or cpu_kernels)
+
+
+def _flag(setting: Any, key: str, auto: bool) -> bool:
+    """An ``inference.KEY`` setting of auto, true or false; ``auto`` gives ``auto``."""
     if setting == "auto":
-        return precision != torch.float32 or cpu_kernels
+        return auto
     if not isinstance(setting, bool):
-        raise UserError(f"inference.channels_last={setting}: choose auto, true or false")
+        raise UserError(f"inference.{key}={setting}: choose auto, true or false")
     return setting
 
 

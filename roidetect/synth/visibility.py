@@ -53,9 +53,8 @@ def gap_signals(image: np.ndarray, filled: np.ndarray, filled_other: np.ndarray,
         return {}
     spread = _random_spread(filled.astype(np.float64) - filled_other.astype(np.float64), phases)
     drop = filled.astype(np.float64) - image.astype(np.float64)
-    sums = ndimage.sum_labels(drop, instances, ids)
-    counts = ndimage.sum_labels(np.ones(instances.shape, np.float32), instances, ids)
-    return {int(i): float(s / max(c, 1.0) / spread) for i, s, c in zip(ids, sums, counts)}
+    means = ndimage.mean(drop, instances, ids)
+    return {int(i): float(m / spread) for i, m in zip(ids, means)}
 
 
 def _random_spread(difference: np.ndarray, phases: np.ndarray) -> float:
