@@ -189,6 +189,22 @@ def test_sampler_centres_patches_on_requested_classes() -> None:
         assert which == 0 and patch.shape == (16, 16, 16) and (patch == CRACK).any()
 
 
+def test_sampler_draws_each_defect_region_equally_often() -> None:
+    from roidetect.learn.sampling import index_classes
+
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[2:30, 2:30, 2:10] = DELAMINATION  # one wide gap of 6,272 voxels
+    for k in range(4):
+        labels[34:36, 34:36, 2 + 8 * k:4 + 8 * k] = DELAMINATION  # four small gaps of 8 voxels
+    labels[20, 20, 20] = PORE
+    index = index_classes(labels, np.random.default_rng(0), max_per_class=5000)
+    picks = np.unravel_index(index[DELAMINATION], labels.shape)
+    share_small = float(np.mean(picks[0] >= 34))
+    assert 0.7 < share_small < 0.9  # 4 of 5 regions; voxel-uniform picks would give 0.5 %
+    assert (labels.reshape(-1)[index[DELAMINATION]] == DELAMINATION).all()
+    assert (labels.reshape(-1)[index[PORE]] == PORE).all()
+
+
 def test_sampler_only_centres_on_annotated_voxels_and_pads_small_volumes() -> None:
     from roidetect.learn.sampling import PatchSampler, crop, index_classes
 

@@ -113,6 +113,33 @@ def test_collector_delamination(collector_phantom):
     assert (collector_phantom.phases[below] == COLLECTOR).sum() > 0
 
 
+def test_collector_gap_takes_in_the_pores_of_its_layer():
+    """A coating of CBD and pore stripes: the gap is the whole layer, one label."""
+    from roidetect.synth.defects import carve_defects
+    from roidetect.synth.microstructure import Microstructure
+    from roidetect.synth.params import DefectParams
+
+    phases = np.full((24, 40, 40), BINDER, dtype=np.uint8)
+    phases[20:] = COLLECTOR
+    pore = (np.arange(40) // 4) % 2 == 0  # 4-voxel stripes along x
+    phases[:20, :, pore] = VOID
+    micro = Microstructure(phases, np.zeros(phases.shape, np.int32), np.zeros(1, np.uint8),
+                           collector_top=np.full((40, 40), 20))
+    params = DefectParams(pore_rate=0, crack_rate=0, delamination_rate=0, min_per_class=0,
+                          collector_delamination_probability=1.0, collector_gap_vox=(3.0, 3.0))
+    defects = carve_defects(micro, params, np.random.default_rng(0))
+    gap = defects.labels == DELAMINATION
+    assert [r["interface"] for r in defects.records] == ["coating-collector"]
+    footprint = gap[19]
+    assert footprint[:, pore].sum() > 50 and footprint[:, ~pore].sum() > 50  # under both
+    assert (micro.phases[gap] == VOID).all()
+    # Right above the collector, a pore stripe flanked by gap on both sides is gap too.
+    flanked = [(y, a) for y in range(40) for a in range(8, 32, 8) if footprint[y, a - 1] and footprint[y, a + 4]]
+    assert flanked
+    assert all(footprint[y, a:a + 4].all() for y, a in flanked)
+
+
+
 def test_depth_is_measured_below_the_top_surface(phantom):
     surface = surface_from_mask(phantom.solid, phantom.spacing_um)
     for entry in phantom.manifest["defects"]:

@@ -2,9 +2,11 @@
 
 Defects fill a tiny share of a scan and cracks are 1-3 voxels thin, so uniformly placed
 patches would show a network almost nothing but background. Each patch is instead centred
-(with some jitter) on a voxel of a class drawn with configurable probabilities. Only
-annotated voxels are ever chosen as centres, so volumes annotated on a few slices yield
-patches that hold annotations.
+(with some jitter) on a voxel of a class drawn with configurable probabilities. Within a
+class every connected region is equally likely, whatever its size: one collector-wide gap of
+10,000 voxels would otherwise take nearly every delamination patch from the small
+particle/CBD gaps beside it. Only annotated voxels are ever chosen as centres, so volumes
+annotated on a few slices yield patches that hold annotations.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from roidetect import labels as label_scheme
 
@@ -31,8 +34,9 @@ def index_classes(label: np.ndarray, rng: np.random.Generator, max_per_class: in
     Returns
     -------
     dict
-        Class id -> int64 array of flat indices into ``label``; classes that do not occur
-        are absent.
+        Class id -> int64 array of flat indices into ``label``, drawn so that a uniform pick
+        from it lands in each connected region (26-connected) of the class equally often
+        (indices may repeat); classes that do not occur are absent.
     """
     flat = label.reshape(-1)
     index: dict[int, np.ndarray] = {}
@@ -41,7 +45,7 @@ def index_classes(label: np.ndarray, rng: np.random.Generator, max_per_class: in
     for cid in label_scheme.DEFECT_CLASSES:
         found = defect_voxels[defect_classes == cid]
         if found.size:
-            index[cid] = _at_most(found, max_per_class, rng)
+            index[cid] = _region_balanced(found, label.shape, max_per_class, rng)
     # Background is common: draw random voxels and keep the background ones, falling back
     # to a full scan only when background is rare (e.g. a few annotated slices).
     draws = rng.integers(0, flat.size, size=min(flat.size, 4 * max_per_class))
@@ -51,6 +55,21 @@ def index_classes(label: np.ndarray, rng: np.random.Generator, max_per_class: in
     if background.size:
         index[label_scheme.BACKGROUND] = _at_most(background, max_per_class, rng)
     return index
+
+
+def _region_balanced(found: np.ndarray, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` of the flat indices ``found`` (one class), each connected region equally likely."""
+    coords = np.unravel_index(found, shape)
+    low = [int(c.min()) for c in coords]
+    local = tuple(c - lo for c, lo in zip(coords, low))
+    mask = np.zeros([int(c.max()) + 1 for c in local], dtype=bool)  # the class's bounding box only
+    mask[local] = True
+    regions, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= 1:
+        return _at_most(found, n, rng)
+    region = regions[local]
+    weights = 1.0 / np.bincount(region)[region]
+    return rng.choice(found, size=n, p=weights / weights.sum())
 
 
 def _at_most(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,7 +15,8 @@ reservation zone around every carved defect), so no two instances touch.
   covariance, as in skimage) is at most 3 voxels.
 - **delamination**: a gap along part of a particle / carbon-binder interface, carved from the
   CBD side where the CBD is thick enough to stay on the far side of the gap, with a
-  lens-shaped opening; or a gap between the coating and the current collector over a patch.
+  lens-shaped opening; or a gap between the coating and the current collector over a patch:
+  one layer that holds the removed coating and the pores it opened into.
 """
 
 from __future__ import annotations
@@ -311,9 +312,13 @@ class _Carver:
         box = (slice(z0, z1), slice(0, ny), slice(0, nx))
         depth = np.arange(z0, z1)[:, None, None]
         layer = (depth >= (top - opening)[None]) & (depth < top[None]) & blob[None]
+        # The gap is the whole layer: the coating's material there is removed (away from
+        # other defects) and the pores it held become part of the gap, as a person annotating
+        # the scan would draw it (one dark layer, no boundary between old pore and new gap).
         phases = micro.phases[box]
-        mask = layer & np.isin(phases, (ACTIVE, ACTIVE_2, BINDER)) & ~self.reserved[box]
-        if mask.sum() < 2 * _MIN_GAP_VOXELS:
+        removable = np.isin(phases, (ACTIVE, ACTIVE_2, BINDER)) & ~self.reserved[box]
+        mask = layer & (removable | (phases == VOID)) & (self.labels[box] == 0)
+        if (mask & removable).sum() < 2 * _MIN_GAP_VOXELS:
             return False
         self._carve(box, mask, DELAMINATION, {"host_particle": 0, "interface": "coating-collector",
                                               "gap_vox": round(gap, 3)})

@@ -240,7 +240,8 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
     labels = np.where(gaps, 0, defects.labels)
     filled, filled_other = (_scan(micro, phases, particles, labels, params, spacing, rng)[0] for rng in rngs)
     ids = [r["id"] for r in defects.records if r["class_id"] == DELAMINATION]
-    signals = gap_signals(image, filled, filled_other, defects.instances, ids, phases)
+    emptied = np.where(before[0] != VOID, defects.instances, 0)  # a collector gap also holds old pores
+    signals = gap_signals(image, filled, filled_other, emptied, ids, phases)
     for record in defects.records:
         if record["id"] in signals:
             record["signal"] = round(signals[record["id"]], 3)

@@ -6,7 +6,7 @@ noise swallow it: a person annotating the scan would not see it, and a label the
 a network to guess. The phantom is therefore imaged again with the gaps filled with the
 material that was there, twice: with the scan's own random streams (same noise and
 texture) and with an independent stream. A gap's *signal* is the mean grey-value drop over
-its voxels between the scan and its filled twin, divided by the random spread of grey
+the voxels it emptied between the scan and its filled twin, divided by the random spread of grey
 values inside the CBD: the standard deviation of the two filled scans' difference over
 sqrt(2), i.e. noise plus the CBD's texture, what an observer compares a gap with (the
 deterministic blur of nearby particles cancels). Gaps below
@@ -38,7 +38,7 @@ def gap_signals(image: np.ndarray, filled: np.ndarray, filled_other: np.ndarray,
     filled_other : ndarray (Z, Y, X)
         The filled phantom scanned with an independent random stream.
     instances : int ndarray (Z, Y, X)
-        Defect ids.
+        Defect ids where the defect emptied solid (a gap's old pores carry 0).
     ids : list of int
         The gaps to measure.
     phases : uint8 ndarray (Z, Y, X)
@@ -47,14 +47,15 @@ def gap_signals(image: np.ndarray, filled: np.ndarray, filled_other: np.ndarray,
     Returns
     -------
     dict
-        id -> signal (dimensionless; 1 = the gap is on average one standard deviation darker).
+        id -> signal (dimensionless; 1 = the gap is on average one standard deviation darker;
+        0 for a gap that emptied nothing).
     """
     if not ids:
         return {}
     spread = _random_spread(filled.astype(np.float64) - filled_other.astype(np.float64), phases)
     drop = filled.astype(np.float64) - image.astype(np.float64)
     means = ndimage.mean(drop, instances, ids)
-    return {int(i): float(m / spread) for i, m in zip(ids, means)}
+    return {int(i): float(np.nan_to_num(m) / spread) for i, m in zip(ids, means)}
 
 
 def _random_spread(difference: np.ndarray, phases: np.ndarray) -> float:
