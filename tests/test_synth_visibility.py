@@ -38,12 +38,15 @@ def test_resolvable_gaps_shift_narrow_ranges_up_to_the_resolution() -> None:
     wide = resolvable_gaps(params, spacing)     # default resolution: 224 nm = 4.48 voxels
     assert wide.defects.delamination_gap_vox == pytest.approx((4.48, 7.48))
     assert wide.defects.collector_gap_vox == pytest.approx((4.48, 7.48))
+    assert wide.defects.delamination_wall_vox == pytest.approx(2.24)  # the wall behind a gap: half
     sharp = SynthParams(imaging=params.imaging.__class__(resolution_um=0.075))
     assert resolvable_gaps(sharp, spacing).defects.delamination_gap_vox == (2.0, 5.0)  # 1.5 voxels: no change
+    assert resolvable_gaps(sharp, spacing).defects.delamination_wall_vox == 2.0
     off = SynthParams(defects=params.defects.__class__(delamination_min_gap_fwhm=0.0))
     assert resolvable_gaps(off, spacing).defects.delamination_gap_vox == (2.0, 5.0)
     blurry = SynthParams(imaging=params.imaging.__class__(resolution_um=5.0))
     assert resolvable_gaps(blurry, spacing).defects.delamination_gap_vox[0] == 10.0  # capped
+    assert resolvable_gaps(blurry, spacing).defects.delamination_wall_vox == 3.0
 
 
 def test_unlabel_removes_and_renumbers() -> None:

@@ -14,8 +14,8 @@ reservation zone around every carved defect), so no two instances touch.
   Its smallest principal extent (4 sqrt of the smallest eigenvalue of the voxel coordinates'
   covariance, as in skimage) is at most 3 voxels.
 - **delamination**: a gap along part of a particle / carbon-binder interface, carved from the
-  CBD side where the CBD is thick enough to stay on the far side of the gap, with a
-  lens-shaped opening; or a gap between the coating and the current collector over a patch:
+  CBD side where a CBD wall at least ``delamination_wall_vox`` thick stays between the gap and
+  the pore space, with a lens-shaped opening; or a gap between the coating and the current collector over a patch:
   one layer that holds the removed coating and the pores it opened into.
 """
 
@@ -43,7 +43,6 @@ _MIN_CRACK_VOXELS = 20
 _MIN_GAP_VOXELS = 15
 _RESERVE = 5  # cube edge of the reservation zone: two voxels of solid between defects
 _CONNECT26 = np.ones((3, 3, 3), dtype=bool)
-_CONNECT18 = ndimage.generate_binary_structure(3, 2)
 
 
 @dataclass
@@ -265,14 +264,16 @@ class _Carver:
 
     def _particle_delamination(self, host: int) -> bool:
         p, rng = self.params, self.rng
-        box = self._box(host, 4)
+        gap = float(rng.uniform(*p.delamination_gap_vox))
+        box = self._box(host, int(math.ceil(gap + p.delamination_wall_vox)) + 2)
         phases = self.micro.phases[box]
         binder = phases == BINDER
         if not binder.any():
             return False
         from_particle = ndimage.distance_transform_edt(self.micro.particles[box] != host)
-        sealed = ~ndimage.binary_dilation(phases == VOID, _CONNECT18)  # CBD stays on the far side
-        gap = float(rng.uniform(*p.delamination_gap_vox))
+        # CBD at least delamination_wall_vox thick stays between the gap and the pore space:
+        # behind a thinner wall the gap would merge with the pores in the scan.
+        sealed = ndimage.distance_transform_edt(phases != VOID) > p.delamination_wall_vox
         shell = binder & sealed & (from_particle <= max(gap, 1.0)) & ~self.reserved[box]
         seeds = np.argwhere(shell)
         if len(seeds) < _MIN_GAP_VOXELS:

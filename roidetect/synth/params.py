@@ -100,6 +100,10 @@ class DefectParams:
         (at most 10 voxels), because a gap between a bright particle and faint CBD far below
         the resolution leaves no visible trace in the scan and would not be annotated (the
         blur of the particle fills it: its grey value stays above the CBD's). 0: off.
+    delamination_wall_vox : the CBD left between a particle/CBD gap and the pore space is
+        thicker than this (voxels); raised to half the narrowest gap (half a resolution, at
+        most 3 voxels) when that is thicker, since a thinner wall blurs away and the gap
+        looks like one more pore beside the particle.
     delamination_min_signal : delaminations that darken the scan by less than this (mean
         over the gap, in standard deviations of the CBD's grey values; see
         :mod:`roidetect.synth.visibility`) stay in the phantom but are labelled 255 (not
@@ -124,6 +128,7 @@ class DefectParams:
     collector_delamination_probability: float = 0.8
     collector_gap_vox: tuple[float, float] = (2.0, 5.0)
     delamination_min_gap_fwhm: float = 1.0
+    delamination_wall_vox: float = 2.0
     delamination_min_signal: float = 1.0
     min_per_class: int = 1
 
@@ -222,7 +227,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "crack_width_vox": (0.5, 10), "crack_extent": (0.1, 3), "crack_sagitta_vox": (0, 10),
     "crack_branch_probability": (0, 1), "delamination_rate": (0, 50), "delamination_gap_vox": (0.5, 10),
     "delamination_extent": (0.1, 3), "collector_delamination_probability": (0, 1), "collector_gap_vox": (0.5, 10),
-    "delamination_min_gap_fwhm": (0, 3), "delamination_min_signal": (0, 100),
+    "delamination_min_gap_fwhm": (0, 3), "delamination_wall_vox": (0, 10), "delamination_min_signal": (0, 100),
     "min_per_class": (0, 100),
     "mu_active": (0, 100), "mu_active_2": (0, 100), "mu_binder": (0, 100), "mu_collector": (0, 100),
     "mu_medium": (0, 100), "particle_variation": (0, 0.5), "grain_size_vox": (1, 100), "grain_contrast": (0, 0.5),

@@ -255,7 +255,9 @@ def resolvable_gaps(params: SynthParams, spacing: tuple[float, float, float]) ->
     """Shift the delamination gap ranges up to ``delamination_min_gap_fwhm`` resolutions.
 
     A range (lo, hi) below the floor becomes (floor, floor + hi - lo), its width kept; the
-    floor is at most 10 voxels.
+    floor is at most 10 voxels. The CBD wall behind a particle/CBD gap
+    (``delamination_wall_vox``) is raised to half the floor, at most 3 voxels: blurred to
+    one resolution, a wall half as thick keeps about half its contrast.
     """
     defects = params.defects
     floor = min(defects.delamination_min_gap_fwhm * _resolution_um(params, spacing) / float(np.mean(spacing)), 10.0)
@@ -266,7 +268,8 @@ def resolvable_gaps(params: SynthParams, spacing: tuple[float, float, float]) ->
 
     return dataclasses.replace(params, defects=dataclasses.replace(
         defects, delamination_gap_vox=widen(defects.delamination_gap_vox),
-        collector_gap_vox=widen(defects.collector_gap_vox)))
+        collector_gap_vox=widen(defects.collector_gap_vox),
+        delamination_wall_vox=max(defects.delamination_wall_vox, round(min(floor / 2, 3.0), 3))))
 
 
 def enclosed_voids(phases: np.ndarray, labels: np.ndarray) -> np.ndarray:

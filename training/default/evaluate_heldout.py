@@ -7,7 +7,9 @@ For every volume of every dataset this runs, exactly as a user would::
 
 once with ``--model MODEL`` and once with ``--model classical``, then pools the instance
 counts (TP, FP, FN) of each class over the volumes of a dataset and over all datasets, and
-writes ``OUT/heldout.json`` and ``OUT/heldout.md`` (the model card's table).
+writes ``OUT/heldout.json`` and ``OUT/heldout.md`` (the model card's table). It also pools
+the recall of annotated delaminations by how strongly each darkens its scan (the ``signal``
+in the phantoms' manifests, :mod:`roidetect.synth.visibility`).
 
 Usage::
 
@@ -26,6 +28,7 @@ from roidetect.atomic import atomic_file
 from roidetect.cli import main as roidetect
 
 CLASSES = ("pore", "crack", "delamination")
+SIGNAL_BINS = (1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
 TRAIN_SEED_LIMIT = 2**30  # training phantoms use seeds below this (roidetect.learn.data.TRAIN_SEEDS)
 
 
@@ -63,6 +66,36 @@ def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
     return table
 
 
+def delamination_signals(dataset: Path, volume: dict) -> dict[int, tuple[float, float]]:
+    """Annotated delaminations of one phantom: true instance id -> (signal, volume in um^3), from its manifest."""
+    manifest = json.loads((dataset / volume["manifest"]).read_text())
+    return {int(d["id"]): (float(d["signal"]), float(d["volume_um3"])) for d in manifest["defects"]
+            if d["class"] == "delamination"}
+
+
+def recall_by_signal(signals: list[dict[int, tuple[float, float]]], results: list[dict]) -> list[dict[str, float]]:
+    """Recall of annotated delaminations per signal bin, pooled over volumes.
+
+    A true gap counts as found when ``roidetect evaluate`` matched it; gaps it left out of
+    the count (below its minimum volume) are left out here too.
+    """
+    found, total = [0] * (len(SIGNAL_BINS) - 1), [0] * (len(SIGNAL_BINS) - 1)
+    for gaps, result in zip(signals, results):
+        matched = {int(t) for _, t, _ in result["matches"]["delamination"]}
+        minimum = result["settings"]["min_true_volume_um3"]["delamination"]
+        counted = {gap: value for gap, (value, volume) in gaps.items() if volume >= minimum}
+        scored = result["instance"]["delamination"]["tp"] + result["instance"]["delamination"]["fn"]
+        if scored != len(counted):
+            sys.exit(f"evaluation counted {scored} true delaminations, the manifest {len(counted)}")
+        for gap, value in counted.items():
+            for k, (lo, hi) in enumerate(zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:])):
+                if lo <= value < hi:
+                    total[k] += 1
+                    found[k] += gap in matched
+    return [{"signal_from": lo, "signal_to": hi, "true": t, "found": f, "recall": f / t if t else float("nan")}
+            for lo, hi, t, f in zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:], total, found)]
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
@@ -77,6 +110,12 @@ def markdown(summary: dict) -> str:
             cells = [f"{s['f1']:.2f} ({s['precision']:.2f} / {s['recall']:.2f}, {s['true']})"
                      for s in (entry[method][c] for c in CLASSES)]
             lines.append(f"| {group} | {entry['volumes']} | {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Delamination recall by signal (all sets; mean darkening in noise standard deviations):", "",
+              "| signal | true | found by model | found by classical |", "|---|---|---|---|"]
+    by_signal = summary["all"]["delamination_recall_by_signal"]
+    for row, classical in zip(by_signal["model"], by_signal["classical"]):
+        lines.append(f"| {row['signal_from']:g}-{row['signal_to']:g} | {row['true']} | "
+                     f"{row['found']} ({row['recall']:.2f}) | {classical['found']} ({classical['recall']:.2f}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,12 +126,13 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for predictions and the tables")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    summary, everything = {}, {"model": [], "classical": []}
+    summary, everything, signals = {}, {"model": [], "classical": []}, []
     for dataset in args.datasets:
         volumes = json.loads((dataset / "dataset.json").read_text())["volumes"]
         if any(v["seed"] < TRAIN_SEED_LIMIT for v in volumes):
             sys.exit(f"{dataset}: a volume seed lies in the training seed range; use another dataset seed")
         entry = {"volumes": len(volumes)}
+        signals += [delamination_signals(dataset, v) for v in volumes]
         for method, model in (("model", args.model), ("classical", "classical")):
             results = [score_volume(dataset, v, model, args.out) for v in volumes]
             everything[method] += results
@@ -101,7 +141,8 @@ def main() -> None:
                 f"{c} {entry[method][c]['f1']:.3f}" for c in CLASSES), flush=True)
         summary[dataset.name] = entry
     summary["all"] = {"volumes": sum(e["volumes"] for e in summary.values()),
-                      **{m: pooled(r) for m, r in everything.items()}}
+                      **{m: pooled(r) for m, r in everything.items()},
+                      "delamination_recall_by_signal": {m: recall_by_signal(signals, r) for m, r in everything.items()}}
     write_text(args.out / "heldout.json", json.dumps(summary, indent=2) + "\n")
     write_text(args.out / "heldout.md", markdown(summary))
     print(markdown(summary))
