@@ -111,8 +111,8 @@ def class_table(detections: pd.DataFrame) -> str:
             _stat(part, "volume_um3", "sum"), _stat(part, "equivalent_diameter_um", "median"),
             _stat(part, "depth_um", "min"), _stat(part, "depth_um", "median"), _stat(part, "score", "mean"),
         ])
-    header = ["class", "detections", "total volume (µm³)", "median diameter (µm)", "shallowest (µm)",
-              "median depth (µm)", "mean score"]
+    header = ["class", "detections", "total volume (µm³)", "median diameter (µm)",
+              "shallowest (µm; < 0 above the surface)", "median depth (µm)", "mean score"]
     return html.table(header, rows)
 
 
