@@ -126,20 +126,27 @@ def test_collector_delamination(collector_phantom):
     assert (collector_phantom.phases[below] == COLLECTOR).sum() > 0
 
 
-def test_collector_gap_takes_in_the_pores_of_its_layer():
-    """A coating of CBD and pore stripes: the gap is the whole layer, one label."""
-    from roidetect.synth.defects import carve_defects
+def _striped_coating():
+    """CBD and 4-voxel pore stripes along x on a collector at z >= 20; a collector gap of 3 voxels."""
     from roidetect.synth.microstructure import Microstructure
     from roidetect.synth.params import DefectParams
 
     phases = np.full((24, 40, 40), BINDER, dtype=np.uint8)
     phases[20:] = COLLECTOR
-    pore = (np.arange(40) // 4) % 2 == 0  # 4-voxel stripes along x
+    pore = (np.arange(40) // 4) % 2 == 0
     phases[:20, :, pore] = VOID
     micro = Microstructure(phases, np.zeros(phases.shape, np.int32), np.zeros(1, np.uint8),
                            collector_top=np.full((40, 40), 20))
     params = DefectParams(pore_rate=0, crack_rate=0, delamination_rate=0, min_per_class=0,
                           collector_delamination_probability=1.0, collector_gap_vox=(3.0, 3.0))
+    return micro, pore, params
+
+
+def test_collector_gap_takes_in_the_pores_of_its_layer():
+    """The gap is the whole layer above the collector, one label over CBD and pore alike."""
+    from roidetect.synth.defects import carve_defects
+
+    micro, pore, params = _striped_coating()
     defects = carve_defects(micro, params, np.random.default_rng(0))
     gap = defects.labels == DELAMINATION
     assert [r["interface"] for r in defects.records] == ["coating-collector"]
@@ -151,6 +158,20 @@ def test_collector_gap_takes_in_the_pores_of_its_layer():
     assert flanked
     assert all(footprint[y, a:a + 4].all() for y, a in flanked)
 
+
+def test_collector_gap_keeps_out_of_other_defects_reservation():
+    """Reserved voxels of earlier defects (3-voxel columns every 10, over pore and CBD) stay out of the gap."""
+    from roidetect.synth.defects import _Carver
+
+    micro, _, params = _striped_coating()
+    carver = _Carver(micro, params, np.random.default_rng(1))
+    every_tenth = (np.arange(40) % 10) < 3
+    carver.reserved[15:20] = every_tenth[:, None] & every_tenth[None, :]
+    earlier = carver.reserved.copy()
+    assert carver.collector_delamination()
+    gap = carver.labels == DELAMINATION
+    assert (ndimage.binary_dilation(earlier[19]) & gap[19]).any()  # the gap reaches the reserved columns
+    assert not (earlier & gap).any()
 
 
 def test_depth_is_measured_below_the_top_surface(phantom):

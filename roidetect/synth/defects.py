@@ -15,8 +15,9 @@ reservation zone around every carved defect), so no two instances touch.
   covariance, as in skimage) is at most 3 voxels.
 - **delamination**: a gap along part of a particle / carbon-binder interface, carved from the
   CBD side where a CBD wall at least ``delamination_wall_vox`` thick stays between the gap and
-  the pore space, with a lens-shaped opening; or a gap between the coating and the current collector over a patch:
-  one layer that holds the removed coating and the pores it opened into.
+  the pore space, with a lens-shaped opening; or a gap between the coating and the current
+  collector over a patch: one layer that holds the removed coating and the pores it opened
+  into.
 """
 
 from __future__ import annotations
@@ -313,12 +314,12 @@ class _Carver:
         box = (slice(z0, z1), slice(0, ny), slice(0, nx))
         depth = np.arange(z0, z1)[:, None, None]
         layer = (depth >= (top - opening)[None]) & (depth < top[None]) & blob[None]
-        # The gap is the whole layer: the coating's material there is removed (away from
-        # other defects) and the pores it held become part of the gap, as a person annotating
-        # the scan would draw it (one dark layer, no boundary between old pore and new gap).
+        # The gap is the whole layer (away from other defects): the coating's material there
+        # is removed and the pores it held become part of the gap, as a person annotating the
+        # scan would draw it (one dark layer, no boundary between old pore and new gap).
         phases = micro.phases[box]
-        removable = np.isin(phases, (ACTIVE, ACTIVE_2, BINDER)) & ~self.reserved[box]
-        mask = layer & (removable | (phases == VOID)) & (self.labels[box] == 0)
+        removable = np.isin(phases, (ACTIVE, ACTIVE_2, BINDER))
+        mask = layer & (removable | (phases == VOID)) & ~self.reserved[box]
         if (mask & removable).sum() < 2 * _MIN_GAP_VOXELS:
             return False
         self._carve(box, mask, DELAMINATION, {"host_particle": 0, "interface": "coating-collector",
