@@ -6,9 +6,9 @@ noise swallow it: a person annotating the scan would not see it, and a label the
 a network to guess. The phantom is therefore imaged again with the gaps filled with the
 material that was there, twice: with the scan's own random streams (same noise and
 texture) and with an independent stream. A gap's *signal* is the mean grey-value drop over
-the voxels it emptied between the scan and its filled twin, divided by the random spread of grey
-values inside the CBD: the standard deviation of the two filled scans' difference over
-sqrt(2), i.e. noise plus the CBD's texture, what an observer compares a gap with (the
+the voxels it emptied between the scan and its filled twin, divided by the random spread
+of grey values inside the CBD: the standard deviation of the two filled scans' difference
+over sqrt(2), i.e. noise plus the CBD's texture, what an observer compares a gap with (the
 deterministic blur of nearby particles cancels). Gaps below
 ``DefectParams.delamination_min_signal`` stay in the phantom but leave the ground truth:
 their voxels are labelled 255 (not annotated), so training skips them and evaluation counts
