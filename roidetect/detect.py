@@ -13,8 +13,9 @@ Rule (see ``docs/detection.md``):
    least ``low_threshold``;
 2. voxels of the same class are grouped into 26-connected components;
 3. a component is kept when its maximum probability reaches ``high_threshold``
-   (hysteresis), it has at least ``min_voxels`` voxels and its volume reaches the class's
-   ``min_volume_um3``.
+   (hysteresis), it has at least ``min_voxels`` voxels, its volume reaches the class's
+   ``min_volume_um3`` and its calibrated score (the probability that it is real) reaches the
+   class's ``min_score``.
 
 Kept detections get ids 1..N, ordered by class id, then by the raster index (z, y, x) of
 their first voxel, which makes them independent of the block decomposition.
@@ -76,12 +77,18 @@ class DetectionParams:
         Smallest kept component in voxels (guards against single-voxel noise at any voxel size).
     min_volume_um3 : mapping of class name to float
         Smallest kept component per class, in cubic micrometres.
+    min_score : mapping of class name to float
+        Smallest kept ``score`` per class, in [0, 1]: the calibrated probability that a
+        detection is real (the raw mean probability for a class without calibration).
+        Classes not listed keep every score. A trained model's card sets it to half the
+        class's validation F1 (:func:`roidetect.learn.calibration.f1_optimal_min_scores`).
     """
 
     high_threshold: float = 0.5
     low_threshold: float = 0.0
     min_voxels: int = 8
     min_volume_um3: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_VOLUME_UM3))
+    min_score: Mapping[str, float] = field(default_factory=dict)
 
 
 EVERY_COMPONENT = DetectionParams(high_threshold=0.0, low_threshold=0.0, min_voxels=1,
@@ -162,10 +169,10 @@ def detect(probabilities: Any, spacing_um: Sequence[float], origin_um: Sequence[
     calibration = _check_calibration(calibration)
     ids = instances_out if instances_out is not None else np.zeros(shape, dtype=np.uint32)
     blocks = list(iter_blocks(shape, block_shape))
-    parts = _label_blocks(probabilities, uncertainty, ids, blocks, shape, params, spacing_um, progress)
+    parts = _label_blocks(probabilities, uncertainty, ids, blocks, shape, params, spacing_um, calibration, progress)
     groups = _merge_groups(_border_pairs(ids, blocks, shape, _class_of(parts), progress), len(parts["count"]))
     merged = _reduce(parts, groups)
-    keep = _passes(merged, params, spacing_um)
+    keep = _passes(merged, params, spacing_um, calibration)
     kept = np.flatnonzero(keep)
     order = kept[np.lexsort((merged["first"][kept], _class_of(merged)[kept]))]
     if instances_out is not None or labels_out is not None:
@@ -261,7 +268,8 @@ class OneHot:
 
 
 def _label_blocks(probabilities: Any, uncertainty: Any, ids: Any, blocks: list[Block], shape: tuple[int, int, int],
-                  params: DetectionParams, spacing_um: Sequence[float], progress: bool) -> dict[str, np.ndarray]:
+                  params: DetectionParams, spacing_um: Sequence[float], calibration: Mapping[str, Any],
+                  progress: bool) -> dict[str, np.ndarray]:
     """First pass: label each block, keep the pieces that may still grow across a border.
 
     Components that touch no inner block face are complete and are filtered by the rule at
@@ -279,7 +287,7 @@ def _label_blocks(probabilities: Any, uncertainty: Any, ids: Any, blocks: list[B
             chosen = np.take_along_axis(np.asarray(uncertainty[channels]), classes[None].astype(np.intp), 0)[0]
             unc = _as_probability(chosen)
         parts = _block_parts(local, block, shape, class_prob, unc, classes)
-        keep = _touches_inner_face(parts, block, shape) | _passes(parts, params, spacing_um)
+        keep = _touches_inner_face(parts, block, shape) | _passes(parts, params, spacing_um, calibration)
         count = int(keep.sum())
         if next_id + count >= 2**32:
             raise ValueError("more than 2^32 provisional components; raise high_threshold or min_voxels")
@@ -401,13 +409,17 @@ def _class_of(parts: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(DEFECT_CLASSES)[np.argmax(parts["class_counts"], axis=1)]
 
 
-def _passes(parts: dict[str, np.ndarray], params: DetectionParams, spacing_um: Sequence[float]) -> np.ndarray:
-    """Whether each (complete) component satisfies hysteresis and the minimum sizes."""
-    voxel_um3 = float(np.prod(spacing_um))
-    min_um3 = np.array([float(params.min_volume_um3.get(CLASS_NAMES[c], 0.0)) for c in _class_of(parts)])
-    volume = parts["count"] * voxel_um3
+def _passes(parts: dict[str, np.ndarray], params: DetectionParams, spacing_um: Sequence[float],
+            calibration: Mapping[str, Mapping[str, Sequence[float]]]) -> np.ndarray:
+    """Whether each (complete) component satisfies hysteresis, the minimum sizes and the minimum score."""
+    class_ids = _class_of(parts)
+    names = [CLASS_NAMES[c] for c in class_ids]
+    min_um3 = np.array([float(params.min_volume_um3.get(name, 0.0)) for name in names])
+    min_score = np.array([float(params.min_score.get(name, 0.0)) for name in names])
+    volume = parts["count"] * float(np.prod(spacing_um))
+    score = _calibrate(parts["sum_p"] / np.maximum(parts["count"], 1), class_ids, calibration)
     return ((parts["max_p"] >= params.high_threshold) & (parts["count"] >= params.min_voxels)
-            & (volume >= min_um3 * (1 - 1e-9)))
+            & (volume >= min_um3 * (1 - 1e-9)) & (score >= min_score))
 
 
 def _touches_inner_face(parts: dict[str, np.ndarray], block: Block, shape: Sequence[int]) -> np.ndarray:

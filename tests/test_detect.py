@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -205,6 +206,31 @@ def test_calibration_and_uncertainty(scene):
     q = detect(prob, SPACING, params=LOOSE, uncertainty=quantised, block_shape=48)
     np.testing.assert_allclose(q["uncertainty"], 26 / 255, rtol=1e-6)
     assert detect(prob, SPACING, params=LOOSE)["uncertainty"].isna().all()
+
+
+def test_min_score_drops_unlikely_detections_of_its_class_only(scene):
+    _, prob = scene
+    calibration = {"pore": {"x": [0.0, 1.0], "y": [0.0, 0.5]}}  # every pore's score is below 0.5
+    every = detect(prob, SPACING, params=LOOSE, calibration=calibration, block_shape=48)
+    pore_scores = every.loc[every["class"] == "pore", "score"]
+    cut = float(pore_scores.median())
+    shape = prob.shape[1:]
+    outputs = []
+    for block in (48, 96):
+        instances, labels = np.zeros(shape, np.uint32), np.zeros(shape, np.uint8)
+        params = replace(LOOSE, min_score={"pore": cut})
+        table = detect(prob, SPACING, params=params, calibration=calibration, instances_out=instances,
+                       labels_out=labels, block_shape=block)
+        outputs.append((table, instances, labels))
+    table, instances, labels = outputs[0]
+    kept = table[table["class"] == "pore"]
+    assert len(kept) == (pore_scores >= cut).sum() and 0 < len(kept) < len(pore_scores)
+    assert (kept["score"] >= cut).all()
+    assert len(table[table["class"] != "pore"]) == len(every[every["class"] != "pore"])
+    assert (labels == PORE).sum() == kept["voxels"].sum()
+    assert set(np.unique(instances)) == {0, *table["id"]}
+    pd.testing.assert_frame_equal(outputs[1][0], table, atol=1e-9)
+    np.testing.assert_array_equal(outputs[1][1], instances)
 
 
 @pytest.mark.parametrize("calibration", [

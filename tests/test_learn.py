@@ -299,6 +299,15 @@ def test_calibration_is_monotone_and_stays_in_unit_interval() -> None:
     assert y[-1] > y[0]
 
 
+def test_min_scores_are_half_the_validation_f1_of_calibrated_classes() -> None:
+    from roidetect.learn.calibration import f1_optimal_min_scores
+
+    curve = {"x": [0.5, 1.0], "y": [0.1, 0.9]}
+    validation = {"f1_pore": 0.9, "f1_crack": float("nan"), "f1_delamination": 0.31}
+    minimums = f1_optimal_min_scores({"pore": curve, "crack": curve}, validation)
+    assert minimums == {"pore": 0.45}  # crack unmeasured, delamination uncalibrated
+
+
 def test_warmup_cosine_schedule() -> None:
     from roidetect.learn.module import warmup_cosine
 

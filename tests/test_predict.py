@@ -142,7 +142,8 @@ def broken_packages(root: Path, package: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
-                                  "mismatched", "bad_override", "cuda", "tta_classical", "no_default_model"])
+                                  "mismatched", "bad_override", "bad_min_score", "cuda", "tta_classical",
+                                  "no_default_model"])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +163,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path
         "no_weights": [str(scan), "--model", str(broken["no_weights"])],
         "mismatched": [str(scan), "--model", str(broken["mismatched"])],
         "bad_override": [str(scan), "--model", "classical", "inference.no_such_key=1"],
+        "bad_min_score": [str(scan), "--model", "classical", "detection.min_score={void: 0.5}"],
         "cuda": [str(scan), "--model", str(package), "--device", "cuda"],
         "tta_classical": [str(scan), "--model", "classical", "--tta"],
         "no_default_model": [str(scan)],
@@ -189,3 +191,14 @@ def test_classical_prediction_does_not_import_torch(scan: Path, tmp_path: Path) 
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_min_score_of_the_card_and_the_settings_merge_per_class() -> None:
+    from roidetect.inference.settings import detection_params
+
+    card = {"min_score": {"pore": 0.4, "crack": 0.3}, "min_volume_um3": {"pore": 0.01}}
+    params = detection_params(card, {"min_score": {"crack": 0.0}, "high_threshold": None})
+    assert params.min_score == {"pore": 0.4, "crack": 0.0}
+    assert params.min_volume_um3["pore"] == 0.01 and params.high_threshold == 0.5
+    with pytest.raises(UserError):
+        detection_params(card, {"min_score": {"pore": 1.5}})

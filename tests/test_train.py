@@ -88,6 +88,8 @@ def test_short_cpu_run_writes_a_loadable_package(dataset: Path, tmp_path: Path) 
     assert set(card["metrics"]["validation"]["overall"]) >= {"f1_mean", "dice_mean", "f1_pore", "dice_crack"}
     assert card["config"]["data"]["kind"] == "folder" and "torch" in card["versions"]
     assert card["training"]["fingerprint"]["class_fraction"]["pore"] > 0
+    assert set(card["detection"]["min_score"]) <= set(card["calibration"])
+    assert all(0 <= v <= 0.5 for v in card["detection"]["min_score"].values())
     with torch.no_grad():
         logits = package.network(torch.zeros(1, 1, 32, 32, 32))
     assert logits.shape == (1, 4, 32, 32, 32)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from roidetect.errors import UserError
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -61,7 +62,8 @@ def detection_params(card_section: Mapping[str, Any] | None, overrides: Mapping[
     """:class:`roidetect.detect.DetectionParams` from a model card's ``detection`` and the settings.
 
     Settings that are set win over the card; what neither gives keeps detect's default.
-    ``min_volume_um3`` is merged per class name. Values are checked here, before any work.
+    ``min_volume_um3`` and ``min_score`` are merged per class name. Values are checked here,
+    before any work.
     """
     from roidetect.detect import DetectionParams
 
@@ -72,8 +74,8 @@ def detection_params(card_section: Mapping[str, Any] | None, overrides: Mapping[
             if value is None or not hasattr(defaults, key):
                 continue
             try:
-                if key == "min_volume_um3":
-                    value = {**chosen.get(key, defaults.min_volume_um3), **{str(k): float(v) for k, v in dict(value).items()}}
+                if key in ("min_volume_um3", "min_score"):
+                    value = {**chosen.get(key, getattr(defaults, key)), **{str(k): float(v) for k, v in dict(value).items()}}
                 else:
                     value = type(getattr(defaults, key))(value)
             except (TypeError, ValueError) as exc:
@@ -83,4 +85,9 @@ def detection_params(card_section: Mapping[str, Any] | None, overrides: Mapping[
     for key in ("high_threshold", "low_threshold"):
         if not 0.0 <= getattr(params, key) <= 1.0:
             raise UserError(f"detection.{key}={getattr(params, key)}: must lie in [0, 1]")
+    defects = [CLASS_NAMES[c] for c in DEFECT_CLASSES]
+    for name, value in params.min_score.items():
+        if name not in defects or not 0.0 <= value <= 1.0:
+            raise UserError(f"detection.min_score.{name}={value}: give a defect class "
+                            f"({', '.join(defects)}) and a score in [0, 1]")
     return params

@@ -12,7 +12,7 @@
 - ``patch_size``*: ``[z, y, x]`` training patch size in voxels (the default inference window)
 - ``sliding_window``: ``overlap``, ``sw_batch_size``, ``mode`` used in validation
 - ``detection``: thresholds for :mod:`roidetect.detect` (``high_threshold``,
-  ``low_threshold``, ``min_volume_um3`` per class name)
+  ``low_threshold``, ``min_volume_um3`` and ``min_score`` per class name)
 - ``calibration``: per class name ``{"x": [...], "y": [...]}``, a monotone piecewise-linear
   map from raw instance score to probability of being real (isotonic regression)
 - ``training``, ``metrics``, ``versions``, ``config``: provenance for the model card.

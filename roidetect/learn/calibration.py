@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -73,3 +75,32 @@ def fit_calibration(samples: CalibrationSamples, min_detections: int = 10) -> di
         if len(knots_x) >= 2:
             curves[name] = {"x": [float(v) for v in knots_x], "y": [float(v) for v in knots_y]}
     return curves
+
+
+def f1_optimal_min_scores(calibration: Mapping[str, Any], validation: Mapping[str, float | None]) -> dict[str, float]:
+    """The smallest calibrated score worth keeping, per class: half its validation F1.
+
+    For calibrated probabilities the F1-maximising decision threshold is half the best
+    achievable F1 (Lipton, Elkan and Naryanaswamy, ECML PKDD 2014); the F1 of all validation
+    detections stands in for the best one (it can only be lower, so the threshold errs on
+    the side of recall).
+
+    Parameters
+    ----------
+    calibration : mapping
+        :func:`fit_calibration`'s curves; classes without one get no minimum (their scores
+        are raw mean probabilities, not probabilities of being real).
+    validation : mapping
+        Validation metrics with ``f1_<class name>`` keys (None or NaN when unmeasured).
+
+    Returns
+    -------
+    dict
+        ``{class_name: min_score}``, rounded to 3 decimals.
+    """
+    minimums = {}
+    for name in calibration:
+        f1 = validation.get(f"f1_{name}")
+        if f1 is not None and np.isfinite(f1):
+            minimums[name] = round(float(f1) / 2, 3)
+    return minimums

@@ -308,6 +308,7 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, metrics: dict[s
                 samples: Any, trainer: Any, best: Path | None, seconds: float) -> dict[str, Any]:
     from dataclasses import asdict
 
+    from roidetect.learn.calibration import f1_optimal_min_scores
     from roidetect.runlog import library_versions
 
     fingerprint = {k: v for k, v in data.fingerprint.items() if k != "volumes"}
@@ -319,7 +320,8 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, metrics: dict[s
         "normalisation": {"method": "volume_percentiles", "percentiles": [float(p) for p in options["data"]["percentiles"]]},
         "patch_size": [int(p) for p in data.patch_size],
         "sliding_window": dict(options["sliding_window"]),
-        "detection": asdict(module.detection),
+        "detection": {**asdict(module.detection),
+                      "min_score": f1_optimal_min_scores(calibration, metrics["overall"])},
         "calibration": calibration,
         "training": {
             "data": data.summary,
