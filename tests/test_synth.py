@@ -108,13 +108,26 @@ def test_particle_delaminations_lie_between_particle_and_binder(phantom):
 
 
 @pytest.mark.parametrize("wall", [2.0, 4.0])
-def test_particle_delaminations_keep_a_cbd_wall_towards_the_pores(wall):
+@pytest.mark.parametrize("side", ["binder", "particle"])
+def test_particle_delaminations_keep_a_cbd_wall_towards_the_pores(wall, side):
     phantom = make_phantom(shape=(64, 64, 64), seed=5, preset="anode", delamination_rate=2.0,
-                           delamination_min_signal=0.0, delamination_min_gap_fwhm=0.0, delamination_wall_vox=wall)
+                           delamination_min_signal=0.0, delamination_min_gap_fwhm=0.0, delamination_wall_vox=wall,
+                           delamination_recession_probability=float(side == "particle"))
     gaps = phantom.labels == DELAMINATION
     assert gaps.sum() > 100
+    assert {d["side"] for d in _defects(phantom, DELAMINATION)} == {side}
     pore_space = (phantom.phases == VOID) & (phantom.labels == 0)
     assert ndimage.distance_transform_edt(~pore_space)[gaps].min() > wall
+
+
+def test_receding_particle_leaves_its_gap_inside_its_old_outline():
+    phantom = make_phantom(shape=(64, 64, 64), seed=5, preset="anode", delamination_rate=2.0,
+                           delamination_min_signal=0.0, delamination_recession_probability=1.0)
+    before = make_phantom(shape=(64, 64, 64), seed=5, preset="anode", delamination_rate=0.0, pore_rate=0.0,
+                          crack_rate=0.0, min_per_class=0)
+    for entry in _defects(phantom, DELAMINATION):
+        mask = phantom.instances == entry["id"]
+        assert (before.particles[mask] == entry["host_particle"]).all()
 
 
 def test_collector_delamination(collector_phantom):

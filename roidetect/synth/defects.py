@@ -13,9 +13,11 @@ reservation zone around every carved defect), so no two instances touch.
   of a crack), optionally with a side branch; it may run out through the particle's surface.
   Its smallest principal extent (4 sqrt of the smallest eigenvalue of the voxel coordinates'
   covariance, as in skimage) is at most 3 voxels.
-- **delamination**: a gap along part of a particle / carbon-binder interface, carved from the
-  CBD side where a CBD wall at least ``delamination_wall_vox`` thick stays between the gap and
-  the pore space, with a lens-shaped opening; or a gap between the coating and the current
+- **delamination**: a gap along part of a particle / carbon-binder interface, with a
+  lens-shaped opening, where a CBD wall at least ``delamination_wall_vox`` thick stays
+  between the gap and the pore space: carved from the CBD's side (the CBD pulled away) or,
+  with ``delamination_recession_probability``, from the particle's outer layer against the
+  CBD (the particle shrank away from it, as silicon does on delithiation); or a gap between the coating and the current
   collector over a patch: one layer that holds the removed coating and the pores it opened
   into.
 """
@@ -264,31 +266,46 @@ class _Carver:
     # ------------------------------------------------------------------ delaminations
 
     def _particle_delamination(self, host: int) -> bool:
+        """Open a gap along part of the interface between ``host`` and the CBD.
+
+        On the CBD's side (the CBD pulled away) or, with ``delamination_recession_probability``,
+        on the particle's side (the particle shrank away from the CBD that held it).
+        """
         p, rng = self.params, self.rng
         gap = float(rng.uniform(*p.delamination_gap_vox))
+        recession = rng.random() < p.delamination_recession_probability
+        radius = (3 * self.sizes[host] / (4 * math.pi)) ** (1 / 3)
+        if recession and gap > 0.5 * radius:
+            return False
         box = self._box(host, int(math.ceil(gap + p.delamination_wall_vox)) + 2)
         phases = self.micro.phases[box]
         binder = phases == BINDER
         if not binder.any():
             return False
-        from_particle = ndimage.distance_transform_edt(self.micro.particles[box] != host)
+        host_voxels = self.micro.particles[box] == host
         # CBD at least delamination_wall_vox thick stays between the gap and the pore space:
         # behind a thinner wall the gap would merge with the pores in the scan.
         sealed = ndimage.distance_transform_edt(phases != VOID) > p.delamination_wall_vox
-        shell = binder & sealed & (from_particle <= max(gap, 1.0)) & ~self.reserved[box]
+        if recession:  # the particle's outer layer where the nearest voxel outside it is CBD
+            from_interface, nearest = ndimage.distance_transform_edt(host_voxels, return_indices=True)
+            side = host_voxels & binder[tuple(nearest)]
+        else:
+            from_interface = ndimage.distance_transform_edt(~host_voxels)
+            side = binder
+        shell = side & sealed & (from_interface <= max(gap, 1.0)) & ~self.reserved[box]
         seeds = np.argwhere(shell)
         if len(seeds) < _MIN_GAP_VOXELS:
             return False
         seed = seeds[rng.integers(len(seeds))]
-        radius = (3 * self.sizes[host] / (4 * math.pi)) ** (1 / 3)
         patch_radius = radius * rng.uniform(*p.delamination_extent)
         grid = np.meshgrid(*[np.arange(n) - c for n, c in zip(shell.shape, seed)], indexing="ij", sparse=True)
         distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grid))
         opening = np.maximum(1.0, gap * np.sqrt(np.clip(1 - (distance / patch_radius) ** 2, 0, 1)))
-        patch = _largest_component(shell & (distance <= patch_radius) & (from_particle <= opening))
+        patch = _largest_component(shell & (distance <= patch_radius) & (from_interface <= opening))
         if patch.sum() < _MIN_GAP_VOXELS:
             return False
         self._carve(box, patch, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
+                                               "side": "particle" if recession else "binder",
                                                "gap_vox": round(gap, 3)})
         return True
 

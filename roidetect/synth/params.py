@@ -93,6 +93,9 @@ class DefectParams:
     delamination_rate, delamination_gap_vox, delamination_extent : particle/CBD gaps: rate
         per host particle touching CBD, gap range in voxels, patch radius range relative
         to the particle radius.
+    delamination_recession_probability : chance that a particle/CBD gap opens on the
+        particle's side (the particle shrank away from the CBD that held it, as silicon does
+        on delithiation) rather than on the CBD's side (the CBD pulled away).
     collector_delamination_probability, collector_gap_vox : chance of a gap between coating
         and current collector (when there is one) and its opening range in voxels.
     delamination_min_gap_fwhm : narrowest opening of either kind of delamination, as a
@@ -125,6 +128,7 @@ class DefectParams:
     delamination_rate: float = 0.3
     delamination_gap_vox: tuple[float, float] = (2.0, 5.0)
     delamination_extent: tuple[float, float] = (0.4, 0.9)
+    delamination_recession_probability: float = 0.5
     collector_delamination_probability: float = 0.8
     collector_gap_vox: tuple[float, float] = (2.0, 5.0)
     delamination_min_gap_fwhm: float = 1.0
@@ -226,7 +230,8 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "pore_rate": (0, 50), "pore_radius_vox": (1, 50), "pore_elongation": (0, 0.6), "crack_rate": (0, 50),
     "crack_width_vox": (0.5, 10), "crack_extent": (0.1, 3), "crack_sagitta_vox": (0, 10),
     "crack_branch_probability": (0, 1), "delamination_rate": (0, 50), "delamination_gap_vox": (0.5, 10),
-    "delamination_extent": (0.1, 3), "collector_delamination_probability": (0, 1), "collector_gap_vox": (0.5, 10),
+    "delamination_extent": (0.1, 3), "delamination_recession_probability": (0, 1),
+    "collector_delamination_probability": (0, 1), "collector_gap_vox": (0.5, 10),
     "delamination_min_gap_fwhm": (0, 3), "delamination_wall_vox": (0, 10), "delamination_min_signal": (0, 100),
     "min_per_class": (0, 100),
     "mu_active": (0, 100), "mu_active_2": (0, 100), "mu_binder": (0, 100), "mu_collector": (0, 100),

@@ -134,6 +134,7 @@ RANGES: dict[str, Spec] = {
     "crack_branch_probability": ("uniform", 0.0, 0.7),
     "delamination_rate": ("scale", 0.3, 2.0),
     "delamination_gap_vox": ("pair", (1.5, 3.0), (4.0, 7.0)),
+    "delamination_recession_probability": ("uniform", 0.2, 0.8),
     "collector_delamination_probability": ("uniform", 0.5, 1.0),
     # imaging (contrasts of binder and collector: per preset, below)
     "mu_medium": ("zero_or", 0.5, 0.02, 0.12),
