@@ -1,11 +1,14 @@
-"""training/default/evaluate_heldout.py: pooling of the held-out scores (no prediction run)."""
+"""training/default/: evaluate_heldout.py's pooling of the held-out scores (no prediction run) and
+independent_phantoms.py's phantoms."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "training" / "default" / "evaluate_heldout.py"
@@ -48,3 +51,50 @@ def test_pooled_sums_counts_over_volumes(heldout) -> None:
     table = heldout.pooled(results)
     assert table["crack"]["true"] == 8 and table["crack"]["precision"] == 0.8
     assert table["crack"]["f1"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 4))
+
+
+def test_phantoms_without_signals_skip_the_signal_table(heldout, tmp_path: Path) -> None:
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "v.json").write_text('{"defects": [{"id": 1, "class": "delamination"}]}')
+    assert heldout.delamination_signals(tmp_path, {"manifest": "manifests/v.json"}) is None
+    scores = {c: {"f1": 0.5, "precision": 0.5, "recall": 0.5, "true": 2} for c in heldout.CLASSES}
+    table = heldout.markdown({"all": {"volumes": 1, "model": scores, "classical": scores}})
+    assert "| all | 1 | model |" in table and "signal" not in table
+
+
+INDEPENDENT = SCRIPT.parent / "independent_phantoms.py"
+
+
+@pytest.fixture(scope="module")
+def independent():
+    spec = importlib.util.spec_from_file_location("independent_phantoms", INDEPENDENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_independent_phantom_maps_agree_with_its_records(independent) -> None:
+    image, labels, instances, records = independent.phantom((48, 48, 48), seed=3)
+    assert image.shape == labels.shape == instances.shape == (48, 48, 48)
+    assert image.dtype in (np.uint8, np.uint16) and image.std() > 0
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    np.testing.assert_array_equal(labels > 0, instances > 0)
+    class_ids = {"pore": 1, "crack": 2, "delamination": 3}
+    assert sorted(np.unique(instances[instances > 0]).tolist()) == [r["id"] for r in records]
+    for record in records:
+        mask = instances == record["id"]
+        assert mask.sum() == record["voxels"] and (labels[mask] == class_ids[record["class"]]).all()
+    again = independent.phantom((48, 48, 48), seed=3)
+    np.testing.assert_array_equal(again[0], image)
+
+
+def test_independent_dataset_has_the_synth_layout(independent, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "independent"
+    monkeypatch.setattr("sys.argv", ["independent_phantoms.py", "--out", str(out), "--n", "2", "--size", "40"])
+    independent.main()
+    volumes = json.loads((out / "dataset.json").read_text())["volumes"]
+    assert [v["id"] for v in volumes] == ["vol_0000", "vol_0001"]
+    for volume in volumes:
+        assert volume["seed"] >= 2**30  # outside the training seed range, as evaluate_heldout.py requires
+        for key in ("image", "label", "instances", "manifest"):
+            assert (out / volume[key]).is_file()
