@@ -79,6 +79,7 @@ def test_faint_gaps_stay_in_the_scan_but_leave_the_truth(pair) -> None:
     assert np.array_equal(none.labels == IGNORE, every.labels == DELAMINATION)  # not annotated
     assert none.manifest["counts"]["delamination"] == 0
     assert sorted(u["signal"] for u in none.manifest["unannotated"]) == sorted(d["signal"] for d in gaps)
+    assert sorted(u.get("side", "") for u in none.manifest["unannotated"]) == sorted(d.get("side", "") for d in gaps)
     # the other defects are untouched and renumbered 1..N in the manifest's order
     assert np.array_equal(every.labels == PORE, none.labels == PORE)
     assert none.instances.max() == len(none.manifest["defects"])

@@ -247,7 +247,7 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
             record["signal"] = round(signals[record["id"]], 3)
     faint = [i for i in ids if signals[i] < params.defects.delamination_min_signal]
     defects, removed = unlabel(defects, faint, fill=IGNORE)
-    return defects, [{key: r[key] for key in ("class", "interface", "gap_vox", "signal") if key in r}
+    return defects, [{key: r[key] for key in ("class", "interface", "side", "gap_vox", "signal") if key in r}
                      for r in removed]
 
 
