@@ -17,9 +17,9 @@ reservation zone around every carved defect), so no two instances touch.
   lens-shaped opening, where a CBD wall at least ``delamination_wall_vox`` thick stays
   between the gap and the pore space: carved from the CBD's side (the CBD pulled away) or,
   with ``delamination_recession_probability``, from the particle's outer layer against the
-  CBD (the particle shrank away from it, as silicon does on delithiation); or a gap between the coating and the current
-  collector over a patch: one layer that holds the removed coating and the pores it opened
-  into.
+  CBD (the particle shrank away from it, as silicon does on delithiation); or a gap between
+  the coating and the current collector over a patch: one layer that holds the removed
+  coating and the pores it opened into.
 """
 
 from __future__ import annotations
