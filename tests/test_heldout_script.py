@@ -11,15 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "training" / "default" / "evaluate_heldout.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "training" / "default"
+
+
+def load_script(name: str):
+    """Import training/default/NAME.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def heldout():
-    spec = importlib.util.spec_from_file_location("evaluate_heldout", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_heldout")
 
 
 def _result(tp: int, fn: int, matched: list[int], minimum: float = 0.003) -> dict:
@@ -62,15 +67,9 @@ def test_phantoms_without_signals_skip_the_signal_table(heldout, tmp_path: Path)
     assert "| all | 1 | model |" in table and "signal" not in table
 
 
-INDEPENDENT = SCRIPT.parent / "independent_phantoms.py"
-
-
 @pytest.fixture(scope="module")
 def independent():
-    spec = importlib.util.spec_from_file_location("independent_phantoms", INDEPENDENT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("independent_phantoms")
 
 
 def test_independent_phantom_maps_agree_with_its_records(independent) -> None:
