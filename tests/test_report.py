@@ -103,14 +103,14 @@ def make_prediction_folder(root: Path, shape=(40, 64, 64), seed: int = 0, empty:
     return pred
 
 
-def make_sites_folder(root: Path, detections: pd.DataFrame, count: int = 3) -> Path:
+def make_sites_folder(root: Path, detections: pd.DataFrame, count: int = 3, fov: float = 1.5) -> Path:
     """A sites folder with one site per top detection, with the columns of `roidetect suggest`."""
     folder = root / "sites"
     folder.mkdir()
     best = detections.sort_values("score", ascending=False).head(count).reset_index(drop=True)
     rows = []
     for rank, det in enumerate((row for _, row in best.iterrows()), start=1):
-        fov, depth = 1.5, max(det["depth_um"] - 0.2, 0.0)
+        depth = max(det["depth_um"] - 0.2, 0.0)
         minutes = {"setup": 15.0, "laser": 0.0, "fib_rough": 3.0 * rank, "fib_polish": 2.0, "imaging": 4.8}
         rows.append({
             "rank": rank, "site_id": f"site_{rank:03d}", "visit_order": count + 1 - rank,
@@ -183,6 +183,15 @@ def test_report_with_sites_is_self_contained_and_complete(folders, tmp_path):
     for name in pngs:
         assert (figures_folder(out) / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _checksums(pred.parent) == before, "inputs must not change"
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_field_of_view_wider_than_the_scan_keeps_the_layout(folders, tmp_path):
+    pred, _ = folders
+    detections = pd.read_csv(pred / "detections.csv")
+    wide = make_sites_folder(tmp_path, detections, count=2, fov=20.0)  # SIMS field over a 6.4 um scan
+    out = write_report(pred, tmp_path / "wide.html", wide, quiet=True)
+    assert (figures_folder(out) / "projection.png").is_file()
 
 
 def test_report_without_sites_focuses_on_best_detection(folders, tmp_path):

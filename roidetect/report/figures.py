@@ -191,7 +191,7 @@ def projection_figure(projection: Projection, geometry: Geometry, detections: pd
     listed = [CLASS_NAMES[c] for c in DEFECT_CLASSES] + [n for n in names if n not in CLASS_NAMES.values()]
     handles: list = _class_handles(listed, {n: int((detections["class"] == n).sum()) for n in listed})
     if sites is not None and len(sites):
-        _draw_sites(ax, sites)
+        _draw_sites(ax, sites, (x0, x0 + width), (y0, y0 + height))
         handles.append(Patch(facecolor="none", edgecolor="white", linewidth=1.5,
                              label="site field of view (number = rank)", path_effects=_OUTLINE))
         if any(milled_box(site) is not None for _, site in sites.iterrows()):
@@ -205,7 +205,8 @@ def projection_figure(projection: Projection, geometry: Geometry, detections: pd
     return fig
 
 
-def _draw_sites(ax: Axes, sites: pd.DataFrame) -> None:
+def _draw_sites(ax: Axes, sites: pd.DataFrame, x_range: tuple[float, float], y_range: tuple[float, float]) -> None:
+    """Field-of-view squares (clipped to the axes) and rank numbers (kept inside the axes, um ranges)."""
     for _, site in sites.iterrows():
         fov = _fov(site)
         x, y = float(site["x_um"]), float(site["y_um"])
@@ -218,7 +219,11 @@ def _draw_sites(ax: Axes, sites: pd.DataFrame) -> None:
                       zorder=4)
         else:
             ax.plot([x], [y], marker="s", ms=10, mfc="none", mec="white", mew=1.5, zorder=4)
-        ax.text(x - fov / 2, y - fov / 2, f" {int(site['rank'])}", color="white", fontsize=10,
+        # A field of view larger than the scan (SIMS: 11.8 um and up) would put the rank outside
+        # the axes, where constrained layout cannot place it.
+        label_x = float(np.clip(x - fov / 2, *x_range))
+        label_y = float(np.clip(y - fov / 2, *y_range))
+        ax.text(label_x, label_y, f" {int(site['rank'])}", color="white", fontsize=10,
                 fontweight="bold", ha="left", va="bottom", path_effects=_OUTLINE, zorder=5)
 
 
