@@ -29,7 +29,7 @@ from scipy import ndimage
 from roidetect.volume import write_json, write_tiff
 
 VOXEL_UM = 0.05
-PORE, CRACK, DELAMINATION, IGNORE = 1, 2, 3, 255
+PORE, CRACK, DELAMINATION = 1, 2, 3
 
 
 def ellipsoid_mask(shape: tuple[int, int, int], centre: np.ndarray, radii: np.ndarray,
@@ -50,7 +50,7 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def particles(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
-    """Particle id map (0 = none): ellipsoids placed by rejection until about 40 % is solid."""
+    """Particle id map (0 = none): ellipsoids placed by rejection until 30-50 % is solid."""
     ids = np.zeros(shape, np.int32)
     target, n = rng.uniform(0.3, 0.5) * ids.size, 0
     for _ in range(4000):
@@ -77,7 +77,13 @@ def binder(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ~solid & (distance <= rng.uniform(3, 7)) & (field > level)
 
 
-def add_pores(ids, labels, instances, rng, next_id, records):
+# The add_* functions cut defects into the (Z, Y, X) maps in place: ``labels`` (class),
+# ``instances`` (id from ``next_id`` on), ``records`` (one dict per defect); they return the
+# next free id. ``ids`` is the particle id map, ``cbd`` the binder mask.
+
+
+def add_pores(ids: np.ndarray, labels: np.ndarray, instances: np.ndarray, rng: np.random.Generator,
+              next_id: int, records: list[dict]) -> int:
     """Ellipsoidal voids at least 2 voxels inside a particle."""
     depth = ndimage.distance_transform_edt(ids > 0)
     for _ in range(int(rng.integers(5, 25))):
@@ -95,7 +101,8 @@ def add_pores(ids, labels, instances, rng, next_id, records):
     return next_id
 
 
-def add_cracks(ids, labels, instances, rng, next_id, records):
+def add_cracks(ids: np.ndarray, labels: np.ndarray, instances: np.ndarray, rng: np.random.Generator,
+               next_id: int, records: list[dict]) -> int:
     """Curved slabs 1-3 voxels wide across one particle (often to its surface)."""
     for particle in rng.permutation(np.unique(ids[ids > 0]))[: int(rng.integers(3, 12))]:
         inside = ids == particle
@@ -121,7 +128,8 @@ def add_cracks(ids, labels, instances, rng, next_id, records):
     return next_id
 
 
-def add_delaminations(ids, cbd, labels, instances, rng, next_id, records):
+def add_delaminations(ids: np.ndarray, cbd: np.ndarray, labels: np.ndarray, instances: np.ndarray,
+                      rng: np.random.Generator, next_id: int, records: list[dict]) -> int:
     """Lift a CBD skin off a cap of a particle: a void gap of 2-5 voxels, then 2-4 voxels of CBD."""
     for particle in rng.permutation(np.unique(ids[ids > 0]))[: int(rng.integers(3, 10))]:
         points = np.argwhere(ids == particle)
