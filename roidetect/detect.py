@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from roidetect.blockwise import Block, iter_blocks
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, NUM_CLASSES
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DEFECT_NAMES, NUM_CLASSES
 from roidetect.surface import depth_below_surface
 
 DETECTION_COLUMNS: tuple[str, ...] = (
@@ -587,7 +587,7 @@ def _check_calibration(calibration: Mapping[str, Mapping[str, Sequence[float]]] 
     """Validate a calibration map: known class names, increasing x, y within [0, 1]."""
     checked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, curve in (calibration or {}).items():
-        if name not in (CLASS_NAMES[c] for c in DEFECT_CLASSES):
+        if name not in DEFECT_NAMES:
             raise UserError(f"calibration: unknown class {name!r}; use pore, crack or delamination")
         try:
             x = np.asarray(curve["x"], dtype=float)

@@ -43,9 +43,8 @@ from tqdm import tqdm
 from roidetect.blockwise import iter_blocks
 from roidetect.detect import DEFAULT_MIN_VOLUME_UM3, DetectionParams, detect_in_memory, detections_from_labels
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, IGNORE
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DEFECT_NAMES, IGNORE
 
-DEFECT_NAMES: tuple[str, ...] = tuple(CLASS_NAMES[c] for c in DEFECT_CLASSES)
 ANY = "any"
 """Key of the class-agnostic instance scores (a match may join instances of different classes)."""
 

@@ -20,6 +20,7 @@ CLASS_NAMES: dict[int, str] = {
     DELAMINATION: "delamination",
 }
 DEFECT_CLASSES: tuple[int, ...] = (PORE, CRACK, DELAMINATION)
+DEFECT_NAMES: tuple[str, ...] = tuple(CLASS_NAMES[c] for c in DEFECT_CLASSES)
 NUM_CLASSES = len(CLASS_NAMES)
 """Number of network output channels: background plus the three defect classes."""
 

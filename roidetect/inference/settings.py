@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES
+from roidetect.labels import DEFECT_NAMES
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -85,9 +85,8 @@ def detection_params(card_section: Mapping[str, Any] | None, overrides: Mapping[
     for key in ("high_threshold", "low_threshold"):
         if not 0.0 <= getattr(params, key) <= 1.0:
             raise UserError(f"detection.{key}={getattr(params, key)}: must lie in [0, 1]")
-    defects = [CLASS_NAMES[c] for c in DEFECT_CLASSES]
     for name, value in params.min_score.items():
-        if name not in defects or not 0.0 <= value <= 1.0:
+        if name not in DEFECT_NAMES or not 0.0 <= value <= 1.0:
             raise UserError(f"detection.min_score.{name}={value}: give a defect class "
-                            f"({', '.join(defects)}) and a score in [0, 1]")
+                            f"({', '.join(DEFECT_NAMES)}) and a score in [0, 1]")
     return params

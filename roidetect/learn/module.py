@@ -16,8 +16,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from roidetect.evaluate import DEFECT_NAMES
 from roidetect.inference.settings import detection_params
+from roidetect.labels import DEFECT_NAMES
 from roidetect.learn.losses import build_loss
 from roidetect.learn.networks import build_network
 from roidetect.learn.validation import COUNT_FIELDS, metrics_from_counts, score_volume

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from roidetect.detect import DetectionParams, detect_in_memory
-from roidetect.evaluate import DEFECT_NAMES, EvaluationParams, evaluate_volumes
+from roidetect.evaluate import EvaluationParams, evaluate_volumes
+from roidetect.labels import DEFECT_NAMES
 
 COUNT_FIELDS = ("tp", "fp", "fn", "overlap2", "voxels")
 """Per-class counts summed over volumes: instance TP/FP/FN, twice the overlapping voxels and

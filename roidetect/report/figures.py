@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-from roidetect.labels import CLASS_IDS, CLASS_NAMES, COLOURS_RGB, DEFECT_CLASSES
+from roidetect.labels import CLASS_IDS, CLASS_NAMES, COLOURS_RGB, DEFECT_CLASSES, DEFECT_NAMES
 from roidetect.report.views import Box, Geometry, Planes, Projection, overlay
 
 OTHER_COLOUR = "#9a9a9a"
@@ -138,7 +138,7 @@ def orthoview_figure(images: Planes, geometry: Geometry, box: Box, point: Sequen
 
     for ax, span in ((ax_xy, width), (ax_xz, width), (ax_zy, depth)):
         add_scale_bar(ax, span)
-    handles = _class_handles([CLASS_NAMES[c] for c in DEFECT_CLASSES])
+    handles = _class_handles(list(DEFECT_NAMES))
     handles.append(Line2D([], [], label="planes' intersections", **{**_CROSSHAIR, "color": "black"}))
     if surface_um is not None:
         handles.append(Line2D([], [], label="sample surface", **_SURFACE))
@@ -188,7 +188,7 @@ def projection_figure(projection: Projection, geometry: Geometry, detections: pd
         rows = detections[detections["class"] == name]
         ax.scatter(rows["x_um"], rows["y_um"], s=16, color=class_colour(name), edgecolors="black",
                    linewidths=0.5, zorder=3)
-    listed = [CLASS_NAMES[c] for c in DEFECT_CLASSES] + [n for n in names if n not in CLASS_NAMES.values()]
+    listed = list(DEFECT_NAMES) + [n for n in names if n not in CLASS_NAMES.values()]
     handles: list = _class_handles(listed, {n: int((detections["class"] == n).sum()) for n in listed})
     if sites is not None and len(sites):
         _draw_sites(ax, sites, (x0, x0 + width), (y0, y0 + height))

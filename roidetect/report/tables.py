@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES
+from roidetect.labels import DEFECT_NAMES
 from roidetect.report import html
 from roidetect.report.figures import BOX_COLUMNS, class_colour, classes_in, milled_box
 from roidetect.report.html import Markup
@@ -101,7 +101,7 @@ def summary(prediction: Prediction, sites: Sites | None) -> str:
 
 def class_table(detections: pd.DataFrame) -> str:
     """One row per class (every defect class, found or not): count, volume, size, depth, score."""
-    names = [CLASS_NAMES[c] for c in DEFECT_CLASSES]
+    names = list(DEFECT_NAMES)
     names += [n for n in classes_in(detections) if n not in names]
     rows = []
     for name in names:
