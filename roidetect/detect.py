@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from roidetect.blockwise import Block, iter_blocks
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DEFECT_NAMES, NUM_CLASSES
+from roidetect.labels import CLASS_IDS, CLASS_NAMES, DEFECT_CLASSES, DEFECT_NAMES, NUM_CLASSES
 from roidetect.surface import depth_below_surface
 
 DETECTION_COLUMNS: tuple[str, ...] = (
@@ -415,11 +415,13 @@ def _passes(parts: dict[str, np.ndarray], params: DetectionParams, spacing_um: S
     class_ids = _class_of(parts)
     names = [CLASS_NAMES[c] for c in class_ids]
     min_um3 = np.array([float(params.min_volume_um3.get(name, 0.0)) for name in names])
-    min_score = np.array([float(params.min_score.get(name, 0.0)) for name in names])
     volume = parts["count"] * float(np.prod(spacing_um))
-    score = _calibrate(parts["sum_p"] / np.maximum(parts["count"], 1), class_ids, calibration)
-    return ((parts["max_p"] >= params.high_threshold) & (parts["count"] >= params.min_voxels)
-            & (volume >= min_um3 * (1 - 1e-9)) & (score >= min_score))
+    passes = ((parts["max_p"] >= params.high_threshold) & (parts["count"] >= params.min_voxels)
+              & (volume >= min_um3 * (1 - 1e-9)))
+    if params.min_score:
+        min_score = np.array([float(params.min_score.get(name, 0.0)) for name in names])
+        passes &= _calibrate(parts["sum_p"] / np.maximum(parts["count"], 1), class_ids, calibration) >= min_score
+    return passes
 
 
 def _touches_inner_face(parts: dict[str, np.ndarray], block: Block, shape: Sequence[int]) -> np.ndarray:
@@ -606,6 +608,6 @@ def _calibrate(score_raw: np.ndarray, class_ids: np.ndarray,
                calibration: Mapping[str, tuple[np.ndarray, np.ndarray]] | Mapping[str, Any]) -> np.ndarray:
     score = np.array(score_raw, dtype=float)
     for name, (x, y) in calibration.items():
-        rows = np.array([CLASS_NAMES[int(c)] == name for c in class_ids], dtype=bool)
+        rows = np.asarray(class_ids) == CLASS_IDS[name]
         score[rows] = np.interp(score_raw[rows], x, y)
     return score
