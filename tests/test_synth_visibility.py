@@ -108,3 +108,16 @@ def test_gap_signal_is_the_drop_over_the_random_spread() -> None:
     signals = gap_signals(image, filled, other, instances, [1, 2], phases)
     assert signals[1] == pytest.approx(2.5, rel=0.05)
     assert signals[2] == pytest.approx(0.5, rel=0.05)
+
+
+def test_receded_gap_is_measured_against_the_cbd_not_the_particle() -> None:
+    """A particle that shrank away from CBD as dark as the gap looks merely smaller: no signal."""
+    settings = dict(shape=(64, 64, 64), seed=5, preset="anode", delamination_rate=2.0, delamination_min_signal=0.0,
+                    delamination_recession_probability=1.0, collector=False)
+    signals = {}
+    for mu_binder in (0.0, 0.4):
+        phantom = make_phantom(mu_binder=mu_binder, **settings)
+        signals[mu_binder] = [d["signal"] for d in phantom.manifest["defects"] if d["class_id"] == DELAMINATION]
+    assert signals[0.4] and len(signals[0.0]) == len(signals[0.4])
+    assert np.mean(signals[0.4]) > 1.0
+    assert np.mean(np.abs(signals[0.0])) < 0.25 * np.mean(signals[0.4])

@@ -28,7 +28,7 @@ from roidetect.synth.imaging import DEFAULT_RESOLUTION_VOX, attenuation_map, ct_
 from roidetect.synth.manifest import defect_entries
 from roidetect.synth.microstructure import Microstructure, generate_microstructure, phase_fractions
 from roidetect.synth.params import SynthParams, apply_overrides
-from roidetect.synth.phases import VOID
+from roidetect.synth.phases import BINDER, VOID
 from roidetect.synth.presets import get_preset, randomise_params
 from roidetect.synth.visibility import gap_signals
 
@@ -237,6 +237,12 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
     gaps = defects.labels == DELAMINATION
     phases = np.where(gaps, before[0], micro.phases)
     particles = np.where(gaps, before[1], micro.particles)
+    # Without a gap, CBD would touch the particle: a gap on the particle's side is filled with
+    # CBD, not with the particle layer it took (the scan shows a smaller particle, not a gap).
+    receded = [r["id"] for r in defects.records if r.get("side") == "particle"]
+    in_receded = gaps & np.isin(defects.instances, receded)
+    phases[in_receded] = BINDER
+    particles[in_receded] = 0
     labels = np.where(gaps, 0, defects.labels)
     filled, filled_other = (_scan(micro, phases, particles, labels, params, spacing, rng)[0] for rng in rngs)
     ids = [r["id"] for r in defects.records if r["class_id"] == DELAMINATION]
