@@ -99,6 +99,7 @@ def make_prediction_folder(root: Path, shape=(40, 64, 64), seed: int = 0, empty:
                  "origin_um": [0.0, 0.0, 0.0], "sha256": "0" * 64},
         "model": {"name": "classical", "voxel_size_um": [0.1, 0.1, 0.1]},
         "parameters": {"tta": False, "block": [64, 64, 64], "thresholds": {"pore": 0.5, "crack": 0.4}},
+        "detection": {"high_threshold": 0.5, "min_score": {"pore": 0.458, "delamination": 0.192}},
     })
     return pred
 
@@ -174,7 +175,7 @@ def test_report_with_sites_is_self_contained_and_complete(folders, tmp_path):
         assert f"Site {rank}</b>" in page
     assert str(pred.resolve()) in page and str(sites.resolve()) in page
     for heading in ("<th>priority</th>", "<th>confidence</th>", "<th>fib rough</th>", "total (min)", "milled box (µm)", "nanoct_gafib_sims",
-                    "uncalibrated"):
+                    "uncalibrated", "Detection thresholds used", "min_score.delamination"):
         assert heading in page
     pngs = sorted(p.name for p in figures_folder(out).iterdir())
     assert {"orthoslices.png", "projection.png", "distributions.png"} <= set(pngs)

@@ -63,7 +63,8 @@ _TITLES = {"tre": "TRE", "tre flag": "TRE flag", "destroys ids": "destroys", "de
 
 
 def summary(prediction: Prediction, sites: Sites | None) -> str:
-    """Inputs, scan geometry, prediction run, model and parameters, then detections per class."""
+    """Inputs, scan geometry, prediction run, model, parameters and the detection thresholds used (the
+    model card's merged with the run's, from run.json), then detections per class."""
     run = prediction.run
     scan = run.get("scan") if isinstance(run.get("scan"), dict) else {}
     (dz, dy, dx), (oz, oy, ox) = prediction.spacing_um, prediction.origin_um
@@ -94,6 +95,7 @@ def summary(prediction: Prediction, sites: Sites | None) -> str:
         ("Prediction run", html.key_value_table(run_items)),
         ("Model", html.key_value_table(flatten(run.get("model") or {}))),
         ("Parameters", html.key_value_table(flatten(run.get("parameters") or {}))),
+        ("Detection thresholds used", html.key_value_table(flatten(run.get("detection") or {}))),
     ]
     grid = "".join(f"<div><h3>{html.text(title)}</h3>{body}</div>" for title, body in parts if body)
     return f'<div class="grid">{grid}</div><h3>Detections per class</h3>{class_table(prediction.detections)}'
