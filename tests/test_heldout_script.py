@@ -33,9 +33,11 @@ def _result(tp: int, fn: int, matched: list[int], minimum: float = 0.003) -> dic
             "settings": {"min_true_volume_um3": {"delamination": minimum}}}
 
 
-def test_recall_by_signal_bins_matched_gaps_and_skips_uncounted_ones(heldout) -> None:
-    gaps = [{1: (1.2, 0.01), 2: (2.5, 0.01), 3: (2.7, 0.01), 4: (9.0, 0.001)},  # gap 4: below the minimum volume
-            {7: (1.4, 0.02)}]
+def test_recall_by_signal_and_opening_count_matched_gaps_and_skip_uncounted_ones(heldout) -> None:
+    gap = heldout.Gap
+    gaps = [{1: gap(1.2, 0.01, "CBD side"), 2: gap(2.5, 0.01, "particle side"), 3: gap(2.7, 0.01, "CBD side"),
+             4: gap(9.0, 0.001, "collector")},  # gap 4: below the minimum volume
+            {7: gap(1.4, 0.02, "particle side")}]
     results = [_result(tp=2, fn=1, matched=[1, 3]), _result(tp=0, fn=1, matched=[])]
     rows = heldout.recall_by_signal(gaps, results)
     by_bin = {(r["signal_from"], r["signal_to"]): r for r in rows}
@@ -43,11 +45,29 @@ def test_recall_by_signal_bins_matched_gaps_and_skips_uncounted_ones(heldout) ->
     assert by_bin[(2.0, 3.0)]["true"] == 2 and by_bin[(2.0, 3.0)]["recall"] == 0.5
     assert by_bin[(5.0, math.inf)]["true"] == 0 and math.isnan(by_bin[(5.0, math.inf)]["recall"])
     assert sum(r["true"] for r in rows) == 4
+    by_opening = {r["opened"]: r for r in heldout.recall_by_opening(gaps, results)}
+    assert by_opening["CBD side"]["true"] == 2 and by_opening["CBD side"]["recall"] == 1.0
+    assert by_opening["particle side"]["true"] == 2 and by_opening["particle side"]["found"] == 0
+    assert by_opening["collector"]["true"] == 0
 
 
 def test_recall_by_signal_stops_when_the_counts_disagree(heldout) -> None:
     with pytest.raises(SystemExit, match="counted 3"):
-        heldout.recall_by_signal([{1: (1.2, 0.01)}], [_result(tp=1, fn=2, matched=[1])])
+        heldout.recall_by_signal([{1: heldout.Gap(1.2, 0.01, "CBD side")}], [_result(tp=1, fn=2, matched=[1])])
+
+
+def test_manifest_entries_become_gaps(heldout, tmp_path: Path) -> None:
+    (tmp_path / "manifests").mkdir()
+    entries = [{"id": 1, "class": "delamination", "signal": 2.0, "volume_um3": 0.01, "interface": "particle-binder",
+                "side": "binder"},
+               {"id": 2, "class": "delamination", "signal": 3.0, "volume_um3": 0.02, "interface": "particle-binder",
+                "side": "particle"},
+               {"id": 3, "class": "delamination", "signal": 4.0, "volume_um3": 0.5, "interface": "coating-collector"},
+               {"id": 4, "class": "pore", "volume_um3": 0.01}]
+    (tmp_path / "manifests" / "v.json").write_text(json.dumps({"defects": entries}))
+    gaps = heldout.delamination_gaps(tmp_path, {"manifest": "manifests/v.json"})
+    assert {i: g.opened for i, g in gaps.items()} == {1: "CBD side", 2: "particle side", 3: "collector"}
+    assert gaps[2].signal == 3.0 and gaps[3].volume_um3 == 0.5
 
 
 def test_pooled_sums_counts_over_volumes(heldout) -> None:
@@ -61,7 +81,7 @@ def test_pooled_sums_counts_over_volumes(heldout) -> None:
 def test_phantoms_without_signals_skip_the_signal_table(heldout, tmp_path: Path) -> None:
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "v.json").write_text('{"defects": [{"id": 1, "class": "delamination"}]}')
-    assert heldout.delamination_signals(tmp_path, {"manifest": "manifests/v.json"}) is None
+    assert heldout.delamination_gaps(tmp_path, {"manifest": "manifests/v.json"}) is None
     scores = {c: {"f1": 0.5, "precision": 0.5, "recall": 0.5, "true": 2} for c in heldout.CLASSES}
     table = heldout.markdown({"all": {"volumes": 1, "model": scores, "classical": scores}})
     assert "| all | 1 | model |" in table and "signal" not in table

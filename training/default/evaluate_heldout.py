@@ -9,7 +9,8 @@ once with ``--model MODEL`` and once with ``--model classical``, then pools the 
 counts (TP, FP, FN) of each class over the volumes of a dataset and over all datasets, and
 writes ``OUT/heldout.json`` and ``OUT/heldout.md`` (the model card's table). It also pools
 the recall of annotated delaminations by how strongly each darkens its scan (the ``signal``
-in the phantoms' manifests, :mod:`roidetect.synth.visibility`).
+in the phantoms' manifests, :mod:`roidetect.synth.visibility`) and by where each opened
+(on the CBD's side, on the particle's side, at the collector).
 
 Usage::
 
@@ -23,12 +24,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from roidetect.atomic import atomic_file
 from roidetect.cli import main as roidetect
 
 CLASSES = ("pore", "crack", "delamination")
 SIGNAL_BINS = (1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
+OPENINGS = ("CBD side", "particle side", "collector")
 TRAIN_SEED_LIMIT = 2**30  # training phantoms use seeds below this (roidetect.learn.data.TRAIN_SEEDS)
 
 
@@ -66,8 +69,16 @@ def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
     return table
 
 
-def delamination_signals(dataset: Path, volume: dict) -> dict[int, tuple[float, float]] | None:
-    """Annotated delaminations of one phantom: true instance id -> (signal, volume in um^3), from its manifest.
+class Gap(NamedTuple):
+    """An annotated delamination of a phantom, from its manifest."""
+
+    signal: float      # mean darkening in noise standard deviations (roidetect.synth.visibility)
+    volume_um3: float
+    opened: str        # where it opened: "CBD side", "particle side" or "collector"
+
+
+def delamination_gaps(dataset: Path, volume: dict) -> dict[int, Gap] | None:
+    """Annotated delaminations of one phantom: true instance id -> :class:`Gap`.
 
     None when the manifest does not record signals (phantoms of another generator).
     """
@@ -75,30 +86,52 @@ def delamination_signals(dataset: Path, volume: dict) -> dict[int, tuple[float, 
     gaps = [d for d in manifest["defects"] if d["class"] == "delamination"]
     if not all("signal" in d and "volume_um3" in d for d in gaps):
         return None
-    return {int(d["id"]): (float(d["signal"]), float(d["volume_um3"])) for d in gaps}
+    return {int(d["id"]): Gap(float(d["signal"]), float(d["volume_um3"]), _opened(d)) for d in gaps}
 
 
-def recall_by_signal(signals: list[dict[int, tuple[float, float]]], results: list[dict]) -> list[dict[str, float]]:
-    """Recall of annotated delaminations per signal bin, pooled over volumes.
+def _opened(entry: dict) -> str:
+    if entry.get("interface") == "coating-collector":
+        return "collector"
+    return "particle side" if entry.get("side") == "particle" else "CBD side"
 
-    A true gap counts as found when ``roidetect evaluate`` matched it; gaps it left out of
-    the count (below its minimum volume) are left out here too.
+
+def counted_gaps(gaps: list[dict[int, Gap]], results: list[dict]) -> list[tuple[Gap, bool]]:
+    """Every counted true gap with whether ``roidetect evaluate`` matched it, pooled over volumes.
+
+    Gaps evaluate left out of the count (below its minimum volume) are left out here too.
     """
-    found, total = [0] * (len(SIGNAL_BINS) - 1), [0] * (len(SIGNAL_BINS) - 1)
-    for gaps, result in zip(signals, results):
+    pairs = []
+    for volume_gaps, result in zip(gaps, results):
         matched = {int(t) for _, t, _ in result["matches"]["delamination"]}
         minimum = result["settings"]["min_true_volume_um3"]["delamination"]
-        counted = {gap: value for gap, (value, volume) in gaps.items() if volume >= minimum}
+        counted = {i: gap for i, gap in volume_gaps.items() if gap.volume_um3 >= minimum}
         scored = result["instance"]["delamination"]["tp"] + result["instance"]["delamination"]["fn"]
         if scored != len(counted):
             sys.exit(f"evaluation counted {scored} true delaminations, the manifest {len(counted)}")
-        for gap, value in counted.items():
-            for k, (lo, hi) in enumerate(zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:])):
-                if lo <= value < hi:
-                    total[k] += 1
-                    found[k] += gap in matched
-    return [{"signal_from": lo, "signal_to": hi, "true": t, "found": f, "recall": f / t if t else float("nan")}
-            for lo, hi, t, f in zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:], total, found)]
+        pairs += [(gap, i in matched) for i, gap in counted.items()]
+    return pairs
+
+
+def recall_by_signal(gaps: list[dict[int, Gap]], results: list[dict]) -> list[dict[str, float]]:
+    """Recall of annotated delaminations per signal bin (:data:`SIGNAL_BINS`), pooled over volumes."""
+    pairs = counted_gaps(gaps, results)
+    rows = []
+    for lo, hi in zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:]):
+        hits = [found for gap, found in pairs if lo <= gap.signal < hi]
+        rows.append({"signal_from": lo, "signal_to": hi, "true": len(hits), "found": sum(hits),
+                     "recall": sum(hits) / len(hits) if hits else float("nan")})
+    return rows
+
+
+def recall_by_opening(gaps: list[dict[int, Gap]], results: list[dict]) -> list[dict[str, Any]]:
+    """Recall of annotated delaminations by where they opened (:data:`OPENINGS`), pooled over volumes."""
+    pairs = counted_gaps(gaps, results)
+    rows = []
+    for opened in OPENINGS:
+        hits = [found for gap, found in pairs if gap.opened == opened]
+        rows.append({"opened": opened, "true": len(hits), "found": sum(hits),
+                     "recall": sum(hits) / len(hits) if hits else float("nan")})
+    return rows
 
 
 def write_text(path: Path, text: str) -> None:
@@ -123,6 +156,12 @@ def markdown(summary: dict) -> str:
     for row, classical in zip(by_signal["model"], by_signal["classical"]):
         lines.append(f"| {row['signal_from']:g}-{row['signal_to']:g} | {row['true']} | "
                      f"{row['found']} ({row['recall']:.2f}) | {classical['found']} ({classical['recall']:.2f}) |")
+    lines += ["", "Delamination recall by where the gap opened (all sets):", "",
+              "| opened on | true | found by model | found by classical |", "|---|---|---|---|"]
+    by_opening = summary["all"]["delamination_recall_by_opening"]
+    for row, classical in zip(by_opening["model"], by_opening["classical"]):
+        lines.append(f"| {row['opened']} | {row['true']} | "
+                     f"{row['found']} ({row['recall']:.2f}) | {classical['found']} ({classical['recall']:.2f}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,13 +172,13 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for predictions and the tables")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    summary, everything, signals = {}, {"model": [], "classical": []}, []
+    summary, everything, gaps = {}, {"model": [], "classical": []}, []
     for dataset in args.datasets:
         volumes = json.loads((dataset / "dataset.json").read_text())["volumes"]
         if any(v["seed"] < TRAIN_SEED_LIMIT for v in volumes):
             sys.exit(f"{dataset}: a volume seed lies in the training seed range; use another dataset seed")
         entry = {"volumes": len(volumes)}
-        signals += [delamination_signals(dataset, v) for v in volumes]
+        gaps += [delamination_gaps(dataset, v) for v in volumes]
         for method, model in (("model", args.model), ("classical", "classical")):
             results = [score_volume(dataset, v, model, args.out) for v in volumes]
             everything[method] += results
@@ -149,9 +188,10 @@ def main() -> None:
         summary[dataset.name] = entry
     summary["all"] = {"volumes": sum(e["volumes"] for e in summary.values()),
                       **{m: pooled(r) for m, r in everything.items()}}
-    if all(s is not None for s in signals):
-        summary["all"]["delamination_recall_by_signal"] = {m: recall_by_signal(signals, r)
-                                                           for m, r in everything.items()}
+    if all(g is not None for g in gaps):
+        summary["all"]["delamination_recall_by_signal"] = {m: recall_by_signal(gaps, r) for m, r in everything.items()}
+        summary["all"]["delamination_recall_by_opening"] = {m: recall_by_opening(gaps, r)
+                                                            for m, r in everything.items()}
     write_text(args.out / "heldout.json", json.dumps(summary, indent=2) + "\n")
     write_text(args.out / "heldout.md", markdown(summary))
     print(markdown(summary))
