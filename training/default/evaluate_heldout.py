@@ -112,26 +112,22 @@ def counted_gaps(gaps: list[dict[int, Gap]], results: list[dict]) -> list[tuple[
     return pairs
 
 
-def recall_by_signal(gaps: list[dict[int, Gap]], results: list[dict]) -> list[dict[str, float]]:
+def recall_by_signal(gaps: list[dict[int, Gap]], results: list[dict]) -> list[dict[str, Any]]:
     """Recall of annotated delaminations per signal bin (:data:`SIGNAL_BINS`), pooled over volumes."""
     pairs = counted_gaps(gaps, results)
-    rows = []
-    for lo, hi in zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:]):
-        hits = [found for gap, found in pairs if lo <= gap.signal < hi]
-        rows.append({"signal_from": lo, "signal_to": hi, "true": len(hits), "found": sum(hits),
-                     "recall": sum(hits) / len(hits) if hits else float("nan")})
-    return rows
+    return [{"signal_from": lo, "signal_to": hi, **_recall([found for gap, found in pairs if lo <= gap.signal < hi])}
+            for lo, hi in zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:])]
 
 
 def recall_by_opening(gaps: list[dict[int, Gap]], results: list[dict]) -> list[dict[str, Any]]:
     """Recall of annotated delaminations by where they opened (:data:`OPENINGS`), pooled over volumes."""
     pairs = counted_gaps(gaps, results)
-    rows = []
-    for opened in OPENINGS:
-        hits = [found for gap, found in pairs if gap.opened == opened]
-        rows.append({"opened": opened, "true": len(hits), "found": sum(hits),
-                     "recall": sum(hits) / len(hits) if hits else float("nan")})
-    return rows
+    return [{"opened": opened, **_recall([found for gap, found in pairs if gap.opened == opened])}
+            for opened in OPENINGS]
+
+
+def _recall(hits: list[bool]) -> dict[str, Any]:
+    return {"true": len(hits), "found": sum(hits), "recall": sum(hits) / len(hits) if hits else float("nan")}
 
 
 def write_text(path: Path, text: str) -> None:
@@ -150,19 +146,22 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {group} | {entry['volumes']} | {method} | " + " | ".join(cells) + " |")
     if "delamination_recall_by_signal" not in summary["all"]:
         return "\n".join(lines) + "\n"
-    lines += ["", "Delamination recall by signal (all sets; mean darkening in noise standard deviations):", "",
-              "| signal | true | found by model | found by classical |", "|---|---|---|---|"]
-    by_signal = summary["all"]["delamination_recall_by_signal"]
-    for row, classical in zip(by_signal["model"], by_signal["classical"]):
-        lines.append(f"| {row['signal_from']:g}-{row['signal_to']:g} | {row['true']} | "
-                     f"{row['found']} ({row['recall']:.2f}) | {classical['found']} ({classical['recall']:.2f}) |")
-    lines += ["", "Delamination recall by where the gap opened (all sets):", "",
-              "| opened on | true | found by model | found by classical |", "|---|---|---|---|"]
-    by_opening = summary["all"]["delamination_recall_by_opening"]
-    for row, classical in zip(by_opening["model"], by_opening["classical"]):
-        lines.append(f"| {row['opened']} | {row['true']} | "
-                     f"{row['found']} ({row['recall']:.2f}) | {classical['found']} ({classical['recall']:.2f}) |")
+    by_signal, by_opening = (summary["all"][f"delamination_recall_by_{k}"] for k in ("signal", "opening"))
+    lines += _recall_table("Delamination recall by signal (all sets; mean darkening in noise standard deviations):",
+                           "signal", [f"{r['signal_from']:g}-{r['signal_to']:g}" for r in by_signal["model"]],
+                           by_signal)
+    lines += _recall_table("Delamination recall by where the gap opened (all sets):", "opened on",
+                           [r["opened"] for r in by_opening["model"]], by_opening)
     return "\n".join(lines) + "\n"
+
+
+def _recall_table(title: str, first_column: str, labels: list[str], by_method: dict[str, list[dict]]) -> list[str]:
+    """Markdown lines of one recall table: a row per label, model and classical side by side."""
+    lines = ["", title, "", f"| {first_column} | true | found by model | found by classical |", "|---|---|---|---|"]
+    for label, row, classical in zip(labels, by_method["model"], by_method["classical"]):
+        lines.append(f"| {label} | {row['true']} | {row['found']} ({row['recall']:.2f}) | "
+                     f"{classical['found']} ({classical['recall']:.2f}) |")
+    return lines
 
 
 def main() -> None:
