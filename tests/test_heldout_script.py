@@ -117,3 +117,22 @@ def test_independent_dataset_has_the_synth_layout(independent, tmp_path: Path, m
         assert volume["seed"] >= 2**30  # outside the training seed range, as evaluate_heldout.py requires
         for key in ("image", "label", "instances", "manifest"):
             assert (out / volume[key]).is_file()
+
+
+def test_tta_reaches_predict_and_gets_its_own_folder(heldout, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def fake_run(argv):  # predict makes its folder, evaluate writes its JSON
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True) if argv[0] == "predict" else out.write_text("{}")
+
+    monkeypatch.setattr(heldout, "run", fake_run)
+    volume = {"id": "vol_0000", "image": "images/v.tif", "label": "labels/v.tif", "instances": "instances/v.tif",
+              "voxel_size_um": [0.05, 0.05, 0.05]}
+    heldout.score_volume(tmp_path / "set", volume, "models/default", tmp_path, tta=True)
+    heldout.score_volume(tmp_path / "set", volume, "models/default", tmp_path)
+    predicts = [c for c in calls if c[0] == "predict"]
+    assert "--tta" in predicts[0] and "--tta" not in predicts[1]
+    assert predicts[0][predicts[0].index("--out") + 1].endswith("set-vol_0000-default-tta")
+    assert predicts[1][predicts[1].index("--out") + 1].endswith("set-vol_0000-default")

@@ -5,7 +5,8 @@ For every volume of every dataset this runs, exactly as a user would::
     roidetect predict IMAGE --out PRED --model MODEL --voxel-size ...
     roidetect evaluate PRED --truth LABEL --instances INSTANCES --out PRED/evaluation.json
 
-once with ``--model MODEL`` and once with ``--model classical``, then pools the instance
+once with ``--model MODEL`` (``--tta`` adds ``--tta`` to its predict) and once with
+``--model classical``, then pools the instance
 counts (TP, FP, FN) of each class over the volumes of a dataset and over all datasets, and
 writes ``OUT/heldout.json`` and ``OUT/heldout.md`` (the model card's table). It also pools
 the recall of annotated delaminations by how strongly each darkens its scan (the ``signal``
@@ -42,14 +43,15 @@ def run(argv: list[str]) -> None:
         sys.exit(f"roidetect {' '.join(argv)} failed with status {status}")
 
 
-def score_volume(dataset: Path, volume: dict, model: str, out: Path) -> dict:
-    """Predict one volume with ``model`` and evaluate it; returns the evaluation JSON."""
-    pred = out / f"{dataset.name}-{volume['id']}-{Path(model).name}"
+def score_volume(dataset: Path, volume: dict, model: str, out: Path, tta: bool = False) -> dict:
+    """Predict one volume with ``model`` (averaged over flips with ``tta``) and evaluate it;
+    returns the evaluation JSON."""
+    pred = out / f"{dataset.name}-{volume['id']}-{Path(model).name}{'-tta' if tta else ''}"
     report = pred / "evaluation.json"
     if not report.is_file():
         spacing = [str(v) for v in volume["voxel_size_um"]]
         run(["predict", str(dataset / volume["image"]), "--out", str(pred), "--model", model,
-             "--voxel-size", *spacing, "--overwrite"])
+             "--voxel-size", *spacing, "--overwrite", *(["--tta"] if tta else [])])
         run(["evaluate", str(pred), "--truth", str(dataset / volume["label"]),
              "--instances", str(dataset / volume["instances"]), "--out", str(report), "--overwrite"])
     return json.loads(report.read_text())
@@ -169,6 +171,7 @@ def main() -> None:
     parser.add_argument("datasets", nargs="+", type=Path, help="held-out dataset folders (roidetect synth)")
     parser.add_argument("--model", required=True, help="model package folder or shipped name")
     parser.add_argument("--out", required=True, type=Path, help="folder for predictions and the tables")
+    parser.add_argument("--tta", action="store_true", help="predict with the model's test-time augmentation (flips)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary, everything, gaps = {}, {"model": [], "classical": []}, []
@@ -179,7 +182,7 @@ def main() -> None:
         entry = {"volumes": len(volumes)}
         gaps += [delamination_gaps(dataset, v) for v in volumes]
         for method, model in (("model", args.model), ("classical", "classical")):
-            results = [score_volume(dataset, v, model, args.out) for v in volumes]
+            results = [score_volume(dataset, v, model, args.out, tta=args.tta and method == "model") for v in volumes]
             everything[method] += results
             entry[method] = pooled(results)
             print(f"{dataset.name:>12} {method:>9}: " + "  ".join(
