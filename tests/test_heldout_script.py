@@ -39,21 +39,22 @@ def test_recall_by_signal_and_opening_count_matched_gaps_and_skip_uncounted_ones
              4: gap(9.0, 0.001, "collector")},  # gap 4: below the minimum volume
             {7: gap(1.4, 0.02, "particle side")}]
     results = [_result(tp=2, fn=1, matched=[1, 3]), _result(tp=0, fn=1, matched=[])]
-    rows = heldout.recall_by_signal(gaps, results)
+    pairs = heldout.counted_gaps(gaps, results)
+    rows = heldout.recall_by_signal(pairs)
     by_bin = {(r["signal_from"], r["signal_to"]): r for r in rows}
     assert by_bin[(1.0, 1.5)]["true"] == 2 and by_bin[(1.0, 1.5)]["found"] == 1
     assert by_bin[(2.0, 3.0)]["true"] == 2 and by_bin[(2.0, 3.0)]["recall"] == 0.5
     assert by_bin[(5.0, math.inf)]["true"] == 0 and math.isnan(by_bin[(5.0, math.inf)]["recall"])
     assert sum(r["true"] for r in rows) == 4
-    by_opening = {r["opened"]: r for r in heldout.recall_by_opening(gaps, results)}
+    by_opening = {r["opened"]: r for r in heldout.recall_by_opening(pairs)}
     assert by_opening["CBD side"]["true"] == 2 and by_opening["CBD side"]["recall"] == 1.0
     assert by_opening["particle side"]["true"] == 2 and by_opening["particle side"]["found"] == 0
     assert by_opening["collector"]["true"] == 0
 
 
-def test_recall_by_signal_stops_when_the_counts_disagree(heldout) -> None:
+def test_counted_gaps_stops_when_the_counts_disagree(heldout) -> None:
     with pytest.raises(SystemExit, match="counted 3"):
-        heldout.recall_by_signal([{1: heldout.Gap(1.2, 0.01, "CBD side")}], [_result(tp=1, fn=2, matched=[1])])
+        heldout.counted_gaps([{1: heldout.Gap(1.2, 0.01, "CBD side")}], [_result(tp=1, fn=2, matched=[1])])
 
 
 def test_manifest_entries_become_gaps(heldout, tmp_path: Path) -> None:

@@ -2,19 +2,19 @@
 
 A delamination is a thin void between a bright particle and faint CBD. Narrow against the
 resolution, or in a scan whose CBD hardly differs from void, the particle's blur and the
-noise swallow it: a person annotating the scan would not see it, and a label there teaches
-a network to guess. The phantom is therefore imaged again with the gaps filled with what
-would be there without them (the material that was there; CBD for a gap on the particle's
-side, since a receded particle without its gap is a smaller particle touching CBD), twice:
-with the scan's own random streams (same noise and texture) and with an independent
-stream. A gap's *signal* is the mean grey-value drop over
-the voxels it emptied between the scan and its filled twin, divided by the random spread
-of grey values inside the CBD: the standard deviation of the two filled scans' difference
-over sqrt(2), i.e. noise plus the CBD's texture, what an observer compares a gap with (the
-deterministic blur of nearby particles cancels). Gaps below
-``DefectParams.delamination_min_signal`` stay in the phantom but leave the ground truth:
-their voxels are labelled 255 (not annotated), so training skips them and evaluation counts
-a prediction on them neither right nor wrong; the manifest lists them as ``unannotated``.
+noise swallow it: a person annotating the scan would not see it, and a label there teaches a
+network to guess. The phantom is therefore imaged again with the gaps filled with what would
+be there without them (the material that was there; CBD for a gap on the particle's side,
+since a receded particle without its gap is a smaller particle touching CBD), twice: with
+the scan's own random streams (same noise and texture) and with an independent stream. A
+gap's *signal* is the mean grey-value drop over the voxels it emptied between the scan and
+its filled twin, divided by the random spread of grey values inside the CBD: the standard
+deviation of the two filled scans' difference over sqrt(2), i.e. noise plus the CBD's
+texture, what an observer compares a gap with (the deterministic blur of nearby particles
+cancels). Gaps below ``DefectParams.delamination_min_signal`` stay in the phantom but leave
+the ground truth: their voxels are labelled 255 (not annotated), so training skips them and
+evaluation counts a prediction on them neither right nor wrong; the manifest lists them as
+``unannotated``.
 """
 
 from __future__ import annotations

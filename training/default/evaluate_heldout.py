@@ -6,12 +6,12 @@ For every volume of every dataset this runs, exactly as a user would::
     roidetect evaluate PRED --truth LABEL --instances INSTANCES --out PRED/evaluation.json
 
 once with ``--model MODEL`` (``--tta`` adds ``--tta`` to its predict) and once with
-``--model classical``, then pools the instance
-counts (TP, FP, FN) of each class over the volumes of a dataset and over all datasets, and
-writes ``OUT/heldout.json`` and ``OUT/heldout.md`` (the model card's table). It also pools
-the recall of annotated delaminations by how strongly each darkens its scan (the ``signal``
-in the phantoms' manifests, :mod:`roidetect.synth.visibility`) and by where each opened
-(on the CBD's side, on the particle's side, at the collector).
+``--model classical``, then pools the instance counts (TP, FP, FN) of each class over the
+volumes of a dataset and over all datasets, and writes ``OUT/heldout.json`` and
+``OUT/heldout.md`` (the model card's table). It also pools the recall of annotated
+delaminations by how strongly each darkens its scan (the ``signal`` in the phantoms'
+manifests, :mod:`roidetect.synth.visibility`) and by where each opened (on the CBD's side,
+on the particle's side, at the collector).
 
 Usage::
 
@@ -114,16 +114,14 @@ def counted_gaps(gaps: list[dict[int, Gap]], results: list[dict]) -> list[tuple[
     return pairs
 
 
-def recall_by_signal(gaps: list[dict[int, Gap]], results: list[dict]) -> list[dict[str, Any]]:
-    """Recall of annotated delaminations per signal bin (:data:`SIGNAL_BINS`), pooled over volumes."""
-    pairs = counted_gaps(gaps, results)
+def recall_by_signal(pairs: list[tuple[Gap, bool]]) -> list[dict[str, Any]]:
+    """Recall per signal bin (:data:`SIGNAL_BINS`) of :func:`counted_gaps`' (gap, found) pairs."""
     return [{"signal_from": lo, "signal_to": hi, **_recall([found for gap, found in pairs if lo <= gap.signal < hi])}
             for lo, hi in zip(SIGNAL_BINS[:-1], SIGNAL_BINS[1:])]
 
 
-def recall_by_opening(gaps: list[dict[int, Gap]], results: list[dict]) -> list[dict[str, Any]]:
-    """Recall of annotated delaminations by where they opened (:data:`OPENINGS`), pooled over volumes."""
-    pairs = counted_gaps(gaps, results)
+def recall_by_opening(pairs: list[tuple[Gap, bool]]) -> list[dict[str, Any]]:
+    """Recall by where the gap opened (:data:`OPENINGS`) of :func:`counted_gaps`' (gap, found) pairs."""
     return [{"opened": opened, **_recall([found for gap, found in pairs if gap.opened == opened])}
             for opened in OPENINGS]
 
@@ -191,9 +189,9 @@ def main() -> None:
     summary["all"] = {"volumes": sum(e["volumes"] for e in summary.values()),
                       **{m: pooled(r) for m, r in everything.items()}}
     if all(g is not None for g in gaps):
-        summary["all"]["delamination_recall_by_signal"] = {m: recall_by_signal(gaps, r) for m, r in everything.items()}
-        summary["all"]["delamination_recall_by_opening"] = {m: recall_by_opening(gaps, r)
-                                                            for m, r in everything.items()}
+        pairs = {m: counted_gaps(gaps, r) for m, r in everything.items()}
+        summary["all"]["delamination_recall_by_signal"] = {m: recall_by_signal(p) for m, p in pairs.items()}
+        summary["all"]["delamination_recall_by_opening"] = {m: recall_by_opening(p) for m, p in pairs.items()}
     write_text(args.out / "heldout.json", json.dumps(summary, indent=2) + "\n")
     write_text(args.out / "heldout.md", markdown(summary))
     print(markdown(summary))

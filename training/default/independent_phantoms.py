@@ -4,12 +4,12 @@ The shipped model is judged on scans from other generators. ``roidetect.synth`` 
 volume it was trained and held out on, so its held-out scores cannot show what the model
 learnt about that one generator rather than about electrodes. This script shares no code
 with ``roidetect.synth`` and none of its microstructure, defect or CT models: particles are
-randomly oriented ellipsoids placed by rejection, the CBD is a thresholded smooth random field near particle necks, pores are ellipsoids deep
-inside a particle, cracks are curved slabs across one, delaminations are CBD skins lifted off
-a cap of a particle's surface, and the scan is a Gaussian blur with Poisson-Gaussian noise, a
-brightness ramp and 8- or 16-bit quantisation. It writes the folder layout of ``roidetect
-synth`` (``dataset.json``, images, labels, instances, manifests), so
-``evaluate_heldout.py`` scores it unchanged.
+randomly oriented ellipsoids placed by rejection, the CBD is a thresholded smooth random
+field near particle necks, pores are ellipsoids deep inside a particle, cracks are curved
+slabs across one, delaminations are CBD skins lifted off a cap of a particle's surface, and
+the scan is a Gaussian blur with Poisson-Gaussian noise, a brightness ramp and 8- or 16-bit
+quantisation. It writes the folder layout of ``roidetect synth`` (``dataset.json``, images,
+labels, instances, manifests), so ``evaluate_heldout.py`` scores it unchanged.
 
 Usage::
 
