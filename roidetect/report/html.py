@@ -38,6 +38,7 @@ th.group { text-align: center; background: #e4e8ee; border-left: 2px solid white
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 table.kv th { background: none; color: #5a6570; font-weight: normal; padding-left: 0; }
+table.kv td { overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; max-width: 100%; }
 figure { margin: 6px 0 0; }
 figure img { max-width: 100%; height: auto; display: block; border: 1px solid #e3e6ea; }
