@@ -177,6 +177,27 @@ def test_checkpoints_load_without_pickle(dataset: Path, tmp_path: Path) -> None:
         assert any(k.startswith("network.") for k in state["state_dict"])
 
 
+def test_ema_weights_are_validated_checkpointed_and_packaged(dataset: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, "trainer.max_epochs=2", "ema_decay=0.5")) == 0
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    averaged = {k[len("network."):]: v for k, v in best["state_dict"].items() if k.startswith("network.")}
+    raw = {k[len("network."):]: v for k, v in best["current_model_state"].items() if k.startswith("network.")}
+    assert averaged.keys() == raw.keys()
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged)  # the average is not the raw weights
+    packaged = load_file(out / "model" / "weights.safetensors")
+    assert all(torch.equal(packaged[k], averaged[k]) for k in packaged)  # and it is what ships
+    assert main(train_args(dataset, out, "trainer.max_epochs=3", "ema_decay=0.5", "--resume")) == 0
+    assert json.loads((out / "model" / "card.json").read_text())["training"]["steps"] == 12
+
+
+@pytest.mark.parametrize("decay", ["1.5", "0", "yes"])
+def test_bad_ema_decay_is_refused(decay: str, dataset: Path, tmp_path: Path) -> None:
+    assert main(train_args(dataset, tmp_path / "run", f"ema_decay={decay}")) == 2
+
+
 def test_ddp_with_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = train_args(dataset, out, "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=1")

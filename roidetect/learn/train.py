@@ -241,6 +241,7 @@ def _build_trainer(options: dict[str, Any], out: Path) -> Any:
     if every:
         callbacks.append(cb.ModelCheckpoint(dirpath=folder, filename="last", every_n_train_steps=int(every),
                                             save_top_k=1, enable_version_counter=False))
+    callbacks += _weight_averaging(options.get("ema_decay"))
     loggers = {"csv": lambda: CSVLogger(out, name="csv"),
                "tensorboard": lambda: TensorBoardLogger(out, name="tensorboard", default_hp_metric=False)}
     unknown = [name for name in options["loggers"] if name not in loggers]
@@ -255,6 +256,22 @@ def _build_trainer(options: dict[str, Any], out: Path) -> Any:
                           reload_dataloaders_every_n_epochs=1, **settings)
     except (TypeError, ValueError) as exc:
         raise UserError(f"trainer settings {settings}: {' '.join(str(exc).split())}") from exc
+
+
+def _weight_averaging(decay: Any) -> list[Any]:
+    """The EMA callback for ``ema_decay`` (none when it is null).
+
+    With it, validation, ``best.ckpt``'s ``state_dict`` and so the model package hold the
+    exponential moving average of the weights, updated after every optimiser step; the raw
+    weights stay in the checkpoint's ``current_model_state`` for resuming.
+    """
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    if decay is None:
+        return []
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < float(decay) < 1.0:
+        raise UserError(f"ema_decay={decay!r}: give a number between 0 and 1 (e.g. 0.999), or null for none")
+    return [EMAWeightAveraging(decay=float(decay))]
 
 
 def _fit(trainer: Any, module: Any, datamodule: Any, checkpoint: Path | None) -> None:
