@@ -188,6 +188,7 @@ def test_ema_weights_are_validated_checkpointed_and_packaged(dataset: Path, tmp_
     assert averaged.keys() == raw.keys()
     assert any(not torch.equal(averaged[k], raw[k]) for k in averaged)  # the average is not the raw weights
     packaged = load_file(out / "model" / "weights.safetensors")
+    assert packaged.keys() == averaged.keys()
     assert all(torch.equal(packaged[k], averaged[k]) for k in packaged)  # and it is what ships
     assert main(train_args(dataset, out, "trainer.max_epochs=3", "ema_decay=0.5", "--resume")) == 0
     assert json.loads((out / "model" / "card.json").read_text())["training"]["steps"] == 12

@@ -265,12 +265,12 @@ def _weight_averaging(decay: Any) -> list[Any]:
     exponential moving average of the weights, updated after every optimiser step; the raw
     weights stay in the checkpoint's ``current_model_state`` for resuming.
     """
-    from lightning.pytorch.callbacks import EMAWeightAveraging
-
     if decay is None:
         return []
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < float(decay) < 1.0:
         raise UserError(f"ema_decay={decay!r}: give a number between 0 and 1 (e.g. 0.999), or null for none")
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
     return [EMAWeightAveraging(decay=float(decay))]
 
 
