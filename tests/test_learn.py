@@ -223,6 +223,54 @@ def test_sampler_only_centres_on_annotated_voxels_and_pads_small_volumes() -> No
         assert (patch[6:] == IGNORE).all()  # padding beyond the 6 slices is never annotated
 
 
+# ------------------------------------------------------------------ small-region weights
+
+
+def test_small_regions_weigh_more_up_to_the_ceiling_and_large_ones_keep_one() -> None:
+    from roidetect.learn.region_weights import RegionWeighting, region_weights
+
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[2:30, 2:30, 2:10] = DELAMINATION  # 6,272 voxels: weight 1
+    labels[34:36, 34:36, 2:4] = DELAMINATION  # 8 voxels: 400 / 8 = 50, capped at 8
+    labels[34:37, 34:39, 20:25] = DELAMINATION  # 75 voxels: 400 / 75
+    labels[10:12, 34:36, 34:36] = PORE  # a small region of a class not weighted
+    labels[0, 0, 0] = IGNORE
+    sparse = region_weights(labels, RegionWeighting((DELAMINATION,), 400.0, 8.0))
+    weights = sparse.patch((0, 0, 0), labels.shape)
+    assert weights.shape == labels.shape and weights.dtype == np.float32
+    assert (weights[34:36, 34:36, 2:4] == 8.0).all()
+    assert np.allclose(weights[34:37, 34:39, 20:25], 400 / 75)
+    assert (weights[2:30, 2:30, 2:10] == 1.0).all()
+    assert (weights[labels != DELAMINATION] == 1.0).all()
+    assert len(sparse.values) == 8 + 75  # only voxels above 1 are stored
+
+
+def test_weight_patches_match_the_crop_of_the_whole_map_also_outside_the_volume() -> None:
+    from roidetect.learn.region_weights import RegionWeighting, region_weights
+    from roidetect.learn.sampling import crop
+
+    _, labels, _ = tiny_volume(5, (32, 32, 32))
+    sparse = region_weights(labels, RegionWeighting((PORE, CRACK, DELAMINATION), 500.0, 4.0))
+    whole = sparse.patch((0, 0, 0), labels.shape)
+    assert whole.max() > 1.0
+    for start in [(0, 0, 0), (5, 9, 20), (-4, 20, 25)]:
+        assert np.array_equal(sparse.patch(start, (16, 16, 16)), crop(whole, start, (16, 16, 16), 1.0))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"classes": ["gap"], "reference_voxels": 400, "max_weight": 8}, "unknown class"),
+    ({"classes": ["background"], "reference_voxels": 400, "max_weight": 8}, "background"),
+    ({"classes": ["crack"], "reference_voxels": 0, "max_weight": 8}, "reference_voxels"),
+    ({"classes": ["crack"], "reference_voxels": 400, "max_weight": 0.5}, "max_weight"),
+])
+def test_bad_small_region_weighting_is_a_user_error(settings: dict, message: str) -> None:
+    from roidetect.learn.region_weights import RegionWeighting
+
+    with pytest.raises(UserError, match=message):
+        RegionWeighting.from_config(settings)
+    assert RegionWeighting.from_config({"classes": [], "reference_voxels": 0, "max_weight": 0}) is None
+
+
 # ------------------------------------------------------------------ losses
 
 
@@ -246,6 +294,26 @@ def test_loss_ignores_unannotated_voxels(name: str, batch_dice: bool) -> None:
     assert torch.allclose(loss(changed, target), value.detach())
     everything_ignored = torch.full_like(target, IGNORE)
     assert loss(logits, everything_ignored).item() == 0.0
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_voxel_weights_raise_the_loss_only_where_above_one(batch_dice: bool) -> None:
+    from roidetect.learn.losses import build_loss
+
+    loss = build_loss("DiceCELoss", batch_dice=batch_dice, include_background=False)
+    torch.manual_seed(1)
+    target = torch.randint(0, 4, (2, 1, 8, 8, 8))
+    target[:, :, 6:] = IGNORE
+    logits = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    ones = torch.ones(target.shape)
+    assert torch.allclose(loss(logits, target, ones), loss(logits, target))
+    weight = ones.clone()
+    weight[0, 0, 1, 2, 3] = 5.0  # one annotated voxel
+    weight[:, :, 6:] = 9.0  # ignored voxels: no effect
+    value = loss(logits, target, weight)
+    value.backward()
+    assert value > loss(logits, target)
+    assert logits.grad[:, :, 6:].abs().max() == 0
 
 
 def test_unknown_loss_is_a_user_error() -> None:

@@ -255,6 +255,42 @@ def test_patch_stream_is_reproducible_and_new_each_epoch(source: str, dataset: P
     assert not np.array_equal(first, patches(0, 1))
 
 
+def test_weighted_patches_carry_weights_aligned_with_their_labels(dataset: Path) -> None:
+    from roidetect.labels import DELAMINATION
+    from roidetect.learn.data import PatchStream, PhantomSettings
+    from roidetect.learn.region_weights import RegionWeighting
+    from roidetect.learn.sampling import PatchSampler
+    from roidetect.learn.transforms import build_augmentation
+
+    phantoms = PhantomSettings((48, 48, 48), (0.05, 0.05, 0.05), "cathode", False, patches_per_phantom=4,
+                               overrides={"delamination_rate": 1.0})
+    sampler = PatchSampler((16, 16, 16), {DELAMINATION: 1.0})
+    weighting = RegionWeighting((DELAMINATION,), 1e6, 3.0)  # every gap voxel weighs 3
+    augment = build_augmentation(rotate90_planes=[[0, 1], [1, 2]], zoom_prob=1.0)
+    stream = PatchStream([], sampler, augment, 8, 2, seed=4, phantoms=phantoms, weighting=weighting)
+    patches = list(stream)
+    assert all(p["weight"].shape == p["label"].shape and p["weight"].dtype == torch.float32 for p in patches)
+    gaps = sum(int((p["label"] == DELAMINATION).sum()) for p in patches)
+    assert gaps > 0
+    for p in patches:  # after flips, rotations and zoom the weights still sit on the gaps
+        assert torch.equal(p["weight"] == 3.0, p["label"] == DELAMINATION)
+    plain = PatchStream([], sampler, augment, 8, 2, seed=4, phantoms=phantoms)
+    assert all("weight" not in p for p in plain)
+
+
+def test_training_with_small_region_weights_runs_and_records_them(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, "data.small_region_weight.classes=[delamination,crack]")) == 0
+    card = json.loads((out / "model" / "card.json").read_text())
+    assert card["training"]["data"]["small_region_weight"]["classes"] == ["delamination", "crack"]
+
+
+def test_bad_small_region_weighting_exits_with_status_2(dataset: Path, tmp_path: Path, capsys) -> None:
+    args = train_args(dataset, tmp_path / "run", "data.small_region_weight.classes=[voids]")
+    assert main(args) == 2
+    assert "small_region_weight" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("native_bf16, expected", [(True, "bf16-mixed"), (False, "32-true")])
 def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(monkeypatch, native_bf16, expected):
     from roidetect.learn.train import resolve_precision

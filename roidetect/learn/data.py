@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from roidetect import labels as label_scheme
 from roidetect.intensity import normalise, robust_range
 from roidetect.learn.dataset import LoadedVolume
+from roidetect.learn.region_weights import RegionWeighting, SparseWeights, region_weights
 from roidetect.learn.sampling import PatchSampler, crop, index_classes
 
 TRAIN_SEEDS = 2**30
@@ -75,24 +76,31 @@ class PatchStream(IterableDataset):
         Normalisation percentiles for generated phantoms.
     max_indexed : int
         Voxel positions remembered per class and volume for sampling.
+    weighting : RegionWeighting, optional
+        Also yield per-voxel loss weights that favour small defect regions.
 
     Yields
     ------
     dict
-        ``image`` float32 (1, Z, Y, X), ``label`` uint8 (1, Z, Y, X).
+        ``image`` float32 (1, Z, Y, X), ``label`` uint8 (1, Z, Y, X) and, with
+        ``weighting``, ``weight`` float32 (1, Z, Y, X) (>= 1, see
+        :mod:`roidetect.learn.region_weights`).
     """
 
     def __init__(self, volumes: Sequence[LoadedVolume], sampler: PatchSampler, transform: Any, patches: int,
                  batch_size: int, seed: int, epoch: int = 0, rank: int = 0, phantoms: PhantomSettings | None = None,
-                 percentiles: Sequence[float] = (0.5, 99.5), max_indexed: int = 20_000) -> None:
+                 percentiles: Sequence[float] = (0.5, 99.5), max_indexed: int = 20_000,
+                 weighting: RegionWeighting | None = None) -> None:
         super().__init__()
         self.volumes, self.sampler, self.transform = list(volumes), sampler, transform
         self.batch_size = max(1, int(batch_size))
         self.batches = max(1, -(-int(patches) // self.batch_size))
         self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
         self.phantoms, self.percentiles, self.max_indexed = phantoms, tuple(percentiles), max_indexed
+        self.weighting = weighting
         rng = np.random.default_rng([self.seed, 0x1D])
         self.indexes = [index_classes(v.label, rng, max_indexed) for v in self.volumes]
+        self.weights = [self._weights(v) for v in self.volumes]
 
     def __len__(self) -> int:
         return self.batches * self.batch_size
@@ -103,29 +111,37 @@ class PatchStream(IterableDataset):
         count = self.batch_size * (self.batches // workers + (1 if worker < self.batches % workers else 0))
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         self.transform.set_random_state(seed=int(rng.integers(2**31)))
-        for volumes, indexes, n in self._groups(rng, count):
+        for volumes, indexes, weights, n in self._groups(rng, count):
             for _ in range(n):
-                yield self._patch(volumes, indexes, rng)
+                yield self._patch(volumes, indexes, weights, rng)
 
-    def _groups(self, rng: np.random.Generator, count: int) -> Iterator[tuple[list[LoadedVolume], list[Any], int]]:
+    def _weights(self, volume: LoadedVolume) -> SparseWeights | None:
+        return None if self.weighting is None else region_weights(volume.label, self.weighting)
+
+    def _groups(self, rng: np.random.Generator,
+                count: int) -> Iterator[tuple[list[LoadedVolume], list[Any], list[SparseWeights | None], int]]:
         if self.phantoms is None:
-            yield self.volumes, self.indexes, count
+            yield self.volumes, self.indexes, self.weights, count
             return
         while count > 0:
             seed = int(rng.integers(TRAIN_SEEDS))
             volume = make_phantom_volume(self.phantoms, seed, f"phantom_{seed}", self.percentiles)
             n = min(count, self.phantoms.patches_per_phantom)
-            yield [volume], [index_classes(volume.label, rng, self.max_indexed)], n
+            yield [volume], [index_classes(volume.label, rng, self.max_indexed)], [self._weights(volume)], n
             count -= n
 
-    def _patch(self, volumes: list[LoadedVolume], indexes: list[Any], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def _patch(self, volumes: list[LoadedVolume], indexes: list[Any], weights: list[SparseWeights | None],
+               rng: np.random.Generator) -> dict[str, torch.Tensor]:
         which, start = self.sampler.sample([v.label.shape for v in volumes], indexes, rng)
-        volume = volumes[which]
+        volume, volume_weights = volumes[which], weights[which]
         size = self.sampler.patch_size
         image = normalise(crop(volume.image, start, size, None), *volume.intensity_range)
         label = crop(volume.label, start, size, label_scheme.IGNORE)
-        return self.transform({"image": torch.from_numpy(np.ascontiguousarray(image))[None],
-                               "label": torch.from_numpy(np.ascontiguousarray(label))[None]})
+        patch = {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
+                 "label": torch.from_numpy(np.ascontiguousarray(label))[None]}
+        if volume_weights is not None:
+            patch["weight"] = torch.from_numpy(volume_weights.patch(start, size))[None]
+        return self.transform(patch)
 
 
 class ValidationVolumes(Dataset):
@@ -172,12 +188,15 @@ class PatchDataModule(pl.LightningDataModule):
     percentiles : (2,) float
     max_indexed : int
         Voxel positions remembered per class and volume for sampling.
+    weighting : RegionWeighting, optional
+        Small-region loss weights for the training patches.
     """
 
     def __init__(self, train_volumes: Sequence[LoadedVolume], val_volumes: Sequence[LoadedVolume],
                  sampler: PatchSampler, augment: Mapping[str, Any], batch_size: int, num_workers: int,
                  patches_per_epoch: int, seed: int, phantoms: PhantomSettings | None = None,
-                 percentiles: Sequence[float] = (0.5, 99.5), max_indexed: int = 20_000) -> None:
+                 percentiles: Sequence[float] = (0.5, 99.5), max_indexed: int = 20_000,
+                 weighting: RegionWeighting | None = None) -> None:
         super().__init__()
         from roidetect.learn.transforms import augmentation_from_config
 
@@ -186,6 +205,7 @@ class PatchDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.patches_per_epoch, self.seed = int(patches_per_epoch), int(seed)
         self.phantoms, self.percentiles, self.max_indexed = phantoms, tuple(percentiles), int(max_indexed)
+        self.weighting = weighting
         self._stream: PatchStream | None = None
 
     def train_dataloader(self) -> DataLoader:
@@ -195,7 +215,7 @@ class PatchDataModule(pl.LightningDataModule):
         if self._stream is None:
             self._stream = PatchStream(self.train_volumes, self.sampler, self.transform, self.patches_per_epoch,
                                        self.batch_size, self.seed, phantoms=self.phantoms, percentiles=self.percentiles,
-                                       max_indexed=self.max_indexed)
+                                       max_indexed=self.max_indexed, weighting=self.weighting)
         self._stream.epoch, self._stream.rank = epoch, rank
         return DataLoader(self._stream, batch_size=self.batch_size, num_workers=self.num_workers,
                           persistent_workers=False, drop_last=False)
@@ -242,6 +262,7 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
     from roidetect.learn.fingerprint import default_patch_size, fingerprint_arrays, summarise
 
     percentiles = tuple(float(p) for p in data["percentiles"])
+    weighting = RegionWeighting.from_config(data.get("small_region_weight"))
     phantoms = None
     if data["kind"] == "folder":
         train_volumes, val_volumes, fingerprint, summary = _folder_volumes(data, seed, percentiles)
@@ -281,9 +302,10 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
                            float(data["jitter"]))
     module = PatchDataModule(train_volumes, val_volumes, sampler, data["augment"], data["batch_size"],
                              data["num_workers"], data["patches_per_epoch"], seed, phantoms, percentiles,
-                             int(data["max_indexed"]))
+                             int(data["max_indexed"]), weighting)
     summary.update(patch_size=list(patch), patches_per_epoch=int(data["patches_per_epoch"]),
-                   batch_size=int(data["batch_size"]), sampling=dict(data["sampling"]))
+                   batch_size=int(data["batch_size"]), sampling=dict(data["sampling"]),
+                   small_region_weight=None if weighting is None else dict(data["small_region_weight"]))
     return TrainingData(module, fingerprint, patch, list(fingerprint["voxel_size_um"]), summary)  # type: ignore[arg-type]
 
 

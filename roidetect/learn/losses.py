@@ -4,6 +4,11 @@ MONAI's ``DiceCELoss`` and ``DiceFocalLoss`` have no ignore label. Dice, cross-e
 focal terms are all sums over voxels, so the annotated voxels of each patch are gathered
 into a 1D "image" ``(1, C, M)`` and the MONAI loss runs on that: unannotated voxels then
 contribute nothing, neither to the loss nor to its gradient.
+
+Per-voxel weights ``w >= 1`` (:mod:`roidetect.learn.region_weights`) add the term
+``sum((w - 1) * CE) / M`` over the ``M`` annotated voxels of the batch: with ``DiceCELoss``
+and ``lambda_ce = 1`` the cross-entropy becomes the ``w``-weighted sum, and weights of 1
+leave the loss unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from roidetect import labels as label_scheme
@@ -41,7 +47,7 @@ class IgnoreLabelLoss(nn.Module):
         self.ignore_label = ignore_label
         self.batch_dice = batch_dice
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Loss over annotated voxels.
 
         Parameters
@@ -49,6 +55,8 @@ class IgnoreLabelLoss(nn.Module):
         logits : float tensor, shape (B, C, Z, Y, X)
         target : integer tensor, shape (B, 1, Z, Y, X) or (B, Z, Y, X)
             Class ids; ``ignore_label`` where not annotated.
+        weight : float tensor, shape of ``target``, optional
+            Per-voxel weights >= 1 of an extra cross-entropy term (see the module notes).
 
         Returns
         -------
@@ -63,12 +71,18 @@ class IgnoreLabelLoss(nn.Module):
         keep = flat_target[:, 0] != self.ignore_label
         if not keep.any():
             return flat_logits.sum() * 0.0
+        picked = flat_logits.permute(1, 0, 2)[:, keep]  # (C, M)
+        picked_target = flat_target[:, 0][keep]  # (M,)
         if self.batch_dice:
-            picked = flat_logits.permute(1, 0, 2)[:, keep].unsqueeze(0)
-            return self.loss(picked, flat_target[:, 0][keep].reshape(1, 1, -1))
-        losses = [self.loss(flat_logits[i][:, keep[i]].unsqueeze(0), flat_target[i][:, keep[i]].unsqueeze(0))
-                  for i in range(logits.shape[0]) if keep[i].any()]
-        return torch.stack(losses).mean()
+            loss = self.loss(picked.unsqueeze(0), picked_target.reshape(1, 1, -1))
+        else:
+            loss = torch.stack([self.loss(flat_logits[i][:, keep[i]].unsqueeze(0), flat_target[i][:, keep[i]].unsqueeze(0))
+                                for i in range(logits.shape[0]) if keep[i].any()]).mean()
+        if weight is None:
+            return loss
+        extra = weight.reshape(weight.shape[0], -1)[keep].float() - 1.0
+        cross_entropy = F.cross_entropy(picked.T, picked_target, reduction="none")
+        return loss + (extra * cross_entropy).sum() / picked_target.numel()
 
 
 def build_loss(name: str, class_weights: Sequence[float] | None = None, batch_dice: bool = True,

@@ -125,7 +125,7 @@ class SegmentationModule(pl.LightningModule):
         return self.network(x)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch["image"]), batch["label"])
+        loss = self.loss(self(batch["image"]), batch["label"], batch.get("weight"))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0],
                  sync_dist=True)
         return loss

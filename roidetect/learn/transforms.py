@@ -1,9 +1,10 @@
 """Training-time augmentation with MONAI dictionary transforms.
 
-Patches arrive as ``{"image": (1, Z, Y, X) float32 normalised, "label": (1, Z, Y, X)}``.
-Spatial transforms move image and labels together (labels with nearest-neighbour
-interpolation, so 255 stays 255); intensity transforms touch the image only. The result
-holds plain tensors (no MONAI metadata), labels as uint8.
+Patches arrive as ``{"image": (1, Z, Y, X) float32 normalised, "label": (1, Z, Y, X)}``,
+optionally with ``"weight": (1, Z, Y, X)`` per-voxel loss weights. Spatial transforms move
+image, labels and weights together (labels and weights with nearest-neighbour interpolation,
+so 255 stays 255); intensity transforms touch the image only. The result holds plain tensors
+(no MONAI metadata), labels as uint8, weights as float32.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-KEYS = ("image", "label")
+KEYS = ("image", "label", "weight")
 
 
 def build_augmentation(flip_prob: float = 0.5, rotate90_prob: float = 0.5,
@@ -60,12 +61,13 @@ def build_augmentation(flip_prob: float = 0.5, rotate90_prob: float = 0.5,
 
     steps: list[Any] = []
     if enabled:
-        steps += [mt.RandFlipd(KEYS, prob=flip_prob, spatial_axis=axis) for axis in range(3)]
-        steps += [mt.RandRotate90d(KEYS, prob=rotate90_prob, max_k=3, spatial_axes=tuple(plane))
+        steps += [mt.RandFlipd(KEYS, prob=flip_prob, spatial_axis=axis, allow_missing_keys=True) for axis in range(3)]
+        steps += [mt.RandRotate90d(KEYS, prob=rotate90_prob, max_k=3, spatial_axes=tuple(plane), allow_missing_keys=True)
                   for plane in rotate90_planes]
         steps += [
             mt.RandZoomd(KEYS, prob=zoom_prob, min_zoom=[zoom[0]] * 3, max_zoom=[zoom[1]] * 3,
-                         mode=("trilinear", "nearest"), padding_mode="edge", keep_size=True),
+                         mode=("trilinear", "nearest", "nearest"), padding_mode="edge", keep_size=True,
+                         allow_missing_keys=True),
             mt.RandScaleIntensityd("image", factors=scale_intensity, prob=intensity_prob),
             mt.RandShiftIntensityd("image", offsets=shift_intensity, prob=intensity_prob),
             mt.RandAdjustContrastd("image", gamma=tuple(gamma), prob=gamma_prob),
@@ -76,6 +78,7 @@ def build_augmentation(flip_prob: float = 0.5, rotate90_prob: float = 0.5,
     steps += [
         mt.EnsureTyped("image", dtype=torch.float32, track_meta=False),
         mt.EnsureTyped("label", dtype=torch.uint8, track_meta=False),
+        mt.EnsureTyped("weight", dtype=torch.float32, track_meta=False, allow_missing_keys=True),
     ]
     return mt.Compose(steps)
 
