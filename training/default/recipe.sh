@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 # 1. Train: heavily randomised phantoms of every preset made on the fly (seed 0 seeds every
 #    phantom and patch stream; training phantoms take seeds < 2**30). The real NMC geometry's
 #    blocks come from x < 0.5 only (configs/experiment/default_model_cpu.yaml). The shipped
-#    weights were made at commit 0e4f4fe, whose phantoms are those of later commits up to the
+#    weights were made at commit 991e50f, whose phantoms are those of later commits up to the
 #    one that ships them.
 roidetect train experiment=default_model_cpu out=runs/default seed=0
 
