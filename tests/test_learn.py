@@ -262,6 +262,7 @@ def test_weight_patches_match_the_crop_of_the_whole_map_also_outside_the_volume(
     ({"classes": ["background"], "reference_voxels": 400, "max_weight": 8}, "background"),
     ({"classes": ["crack"], "reference_voxels": 0, "max_weight": 8}, "reference_voxels"),
     ({"classes": ["crack"], "reference_voxels": 400, "max_weight": 0.5}, "max_weight"),
+    ({"classes": ["crack"], "reference_voxels": "many", "max_weight": 8}, "numbers"),
 ])
 def test_bad_small_region_weighting_is_a_user_error(settings: dict, message: str) -> None:
     from roidetect.learn.region_weights import RegionWeighting

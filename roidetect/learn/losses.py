@@ -6,9 +6,9 @@ into a 1D "image" ``(1, C, M)`` and the MONAI loss runs on that: unannotated vox
 contribute nothing, neither to the loss nor to its gradient.
 
 Per-voxel weights ``w >= 1`` (:mod:`roidetect.learn.region_weights`) add the term
-``sum((w - 1) * CE) / M`` over the ``M`` annotated voxels of the batch: with ``DiceCELoss``
-and ``lambda_ce = 1`` the cross-entropy becomes the ``w``-weighted sum, and weights of 1
-leave the loss unchanged.
+``sum((w - 1) * CE) / M`` over the ``M`` annotated voxels of the batch (CE without class
+weights): with ``DiceCELoss``, ``lambda_ce = 1`` and no class weights the cross-entropy
+becomes the ``w``-weighted sum, and weights of 1 leave the loss unchanged.
 """
 
 from __future__ import annotations

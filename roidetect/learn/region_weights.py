@@ -61,7 +61,10 @@ class RegionWeighting:
         if label_scheme.BACKGROUND in classes:
             raise UserError("data.small_region_weight.classes: background has no regions to weight; "
                             f"name defect classes ({', '.join(label_scheme.DEFECT_NAMES)})")
-        reference, ceiling = float(settings["reference_voxels"]), float(settings["max_weight"])
+        try:
+            reference, ceiling = float(settings["reference_voxels"]), float(settings["max_weight"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"data.small_region_weight needs numbers reference_voxels and max_weight: {exc}") from exc
         if not reference > 0:
             raise UserError(f"data.small_region_weight.reference_voxels={reference}: give a positive voxel count")
         if not ceiling >= 1:
