@@ -71,8 +71,9 @@ class IgnoreLabelLoss(nn.Module):
         keep = flat_target[:, 0] != self.ignore_label
         if not keep.any():
             return flat_logits.sum() * 0.0
-        picked = flat_logits.permute(1, 0, 2)[:, keep]  # (C, M)
-        picked_target = flat_target[:, 0][keep]  # (M,)
+        if self.batch_dice or weight is not None:
+            picked = flat_logits.permute(1, 0, 2)[:, keep]  # (C, M)
+            picked_target = flat_target[:, 0][keep]  # (M,)
         if self.batch_dice:
             loss = self.loss(picked.unsqueeze(0), picked_target.reshape(1, 1, -1))
         else:

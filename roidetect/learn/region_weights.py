@@ -3,7 +3,7 @@
 Dice and cross-entropy are sums over voxels, so in a batch a 50-voxel particle/CBD gap
 weighs a tenth of a 500-voxel one, and the network learns little from the small gaps that
 are most of the missed ones. Here every voxel of a connected region (26-connected, one
-class) of ``n`` voxels gets the weight ``min(max(reference_voxels / n, 1), max_weight)``:
+class; the regions patch sampling balances) of ``n`` voxels gets the weight ``min(max(reference_voxels / n, 1), max_weight)``:
 regions up to ``reference_voxels`` count about as much as one of that size, larger regions
 keep weight 1. The weights are kept sparse (only voxels above 1), so they cost little
 memory even on large training volumes.
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from roidetect import labels as label_scheme
+from roidetect.learn.sampling import region_sizes
 
 
 @dataclass(frozen=True)
@@ -118,18 +118,12 @@ def region_weights(label: np.ndarray, weighting: RegionWeighting) -> SparseWeigh
     """
     coords, values = [], []
     for cid in weighting.classes:
-        found = np.argwhere(label == cid)
+        found = np.flatnonzero(label == cid)
         if not found.size:
             continue
-        low = found.min(axis=0)
-        local = found - low
-        mask = np.zeros(tuple(local.max(axis=0) + 1), dtype=bool)  # the class's bounding box only
-        mask[tuple(local.T)] = True
-        regions, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-        region = regions[tuple(local.T)]
-        weight = np.clip(weighting.reference_voxels / np.bincount(region)[region], 1.0, weighting.max_weight)
+        weight = np.clip(weighting.reference_voxels / region_sizes(found, label.shape), 1.0, weighting.max_weight)
         keep = weight > 1.0
-        coords.append(found[keep])
+        coords.append(np.stack(np.unravel_index(found[keep], label.shape), axis=1))
         values.append(weight[keep].astype(np.float32))
     if not coords:
         return SparseWeights(np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.float32))

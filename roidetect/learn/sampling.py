@@ -57,18 +57,37 @@ def index_classes(label: np.ndarray, rng: np.random.Generator, max_per_class: in
     return index
 
 
-def _region_balanced(found: np.ndarray, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` of the flat indices ``found`` (one class), each connected region equally likely."""
+def region_sizes(found: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Size of the connected region (26-connected) each of the voxels ``found`` belongs to.
+
+    Parameters
+    ----------
+    found : ndarray of int, shape (N,)
+        Flat indices of the voxels of one class, non-empty.
+    shape : (3,) int
+        Shape of the volume they index.
+
+    Returns
+    -------
+    ndarray of int, shape (N,)
+        Voxel count of each one's region (only ``found`` counts).
+    """
     coords = np.unravel_index(found, shape)
     low = [int(c.min()) for c in coords]
     local = tuple(c - lo for c, lo in zip(coords, low))
     mask = np.zeros([int(c.max()) + 1 for c in local], dtype=bool)  # the class's bounding box only
     mask[local] = True
-    regions, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if count <= 1:
-        return _at_most(found, n, rng)
+    regions, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     region = regions[local]
-    weights = 1.0 / np.bincount(region)[region]
+    return np.bincount(region)[region]
+
+
+def _region_balanced(found: np.ndarray, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` of the flat indices ``found`` (one class), each connected region equally likely."""
+    sizes = region_sizes(found, shape)
+    if sizes[0] == found.size:  # one region
+        return _at_most(found, n, rng)
+    weights = 1.0 / sizes
     return rng.choice(found, size=n, p=weights / weights.sum())
 
 
