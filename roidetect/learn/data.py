@@ -53,6 +53,17 @@ def make_phantom_volume(settings: PhantomSettings, seed: int, name: str, percent
                         spacing, robust_range(image, tuple(percentiles)))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class _PatchSource:
+    """One volume patches are cut from, with what sampling and the loss need of it."""
+
+    volume: LoadedVolume
+    index: dict[int, np.ndarray]
+    """Sampled voxel positions per class (:func:`roidetect.learn.sampling.index_classes`)."""
+    weights: SparseWeights | None
+    """Small-region loss weights, or None without ``weighting``."""
+
+
 class PatchStream(IterableDataset):
     """A fixed number of augmented training patches per epoch.
 
@@ -92,15 +103,14 @@ class PatchStream(IterableDataset):
                  percentiles: Sequence[float] = (0.5, 99.5), max_indexed: int = 20_000,
                  weighting: RegionWeighting | None = None) -> None:
         super().__init__()
-        self.volumes, self.sampler, self.transform = list(volumes), sampler, transform
+        self.sampler, self.transform = sampler, transform
         self.batch_size = max(1, int(batch_size))
         self.batches = max(1, -(-int(patches) // self.batch_size))
         self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
         self.phantoms, self.percentiles, self.max_indexed = phantoms, tuple(percentiles), max_indexed
         self.weighting = weighting
         rng = np.random.default_rng([self.seed, 0x1D])
-        self.indexes = [index_classes(v.label, rng, max_indexed) for v in self.volumes]
-        self.weights = [self._weights(v) for v in self.volumes]
+        self.sources = [self._source(v, rng) for v in volumes]
 
     def __len__(self) -> int:
         return self.batches * self.batch_size
@@ -111,36 +121,34 @@ class PatchStream(IterableDataset):
         count = self.batch_size * (self.batches // workers + (1 if worker < self.batches % workers else 0))
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         self.transform.set_random_state(seed=int(rng.integers(2**31)))
-        for volumes, indexes, weights, n in self._groups(rng, count):
+        for sources, n in self._groups(rng, count):
             for _ in range(n):
-                yield self._patch(volumes, indexes, weights, rng)
+                yield self._patch(sources, rng)
 
-    def _weights(self, volume: LoadedVolume) -> SparseWeights | None:
-        return None if self.weighting is None else region_weights(volume.label, self.weighting)
+    def _source(self, volume: LoadedVolume, rng: np.random.Generator) -> _PatchSource:
+        weights = None if self.weighting is None else region_weights(volume.label, self.weighting)
+        return _PatchSource(volume, index_classes(volume.label, rng, self.max_indexed), weights)
 
-    def _groups(self, rng: np.random.Generator,
-                count: int) -> Iterator[tuple[list[LoadedVolume], list[Any], list[SparseWeights | None], int]]:
+    def _groups(self, rng: np.random.Generator, count: int) -> Iterator[tuple[list[_PatchSource], int]]:
         if self.phantoms is None:
-            yield self.volumes, self.indexes, self.weights, count
+            yield self.sources, count
             return
         while count > 0:
             seed = int(rng.integers(TRAIN_SEEDS))
             volume = make_phantom_volume(self.phantoms, seed, f"phantom_{seed}", self.percentiles)
             n = min(count, self.phantoms.patches_per_phantom)
-            yield [volume], [index_classes(volume.label, rng, self.max_indexed)], [self._weights(volume)], n
+            yield [self._source(volume, rng)], n
             count -= n
 
-    def _patch(self, volumes: list[LoadedVolume], indexes: list[Any], weights: list[SparseWeights | None],
-               rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        which, start = self.sampler.sample([v.label.shape for v in volumes], indexes, rng)
-        volume, volume_weights = volumes[which], weights[which]
-        size = self.sampler.patch_size
-        image = normalise(crop(volume.image, start, size, None), *volume.intensity_range)
-        label = crop(volume.label, start, size, label_scheme.IGNORE)
+    def _patch(self, sources: list[_PatchSource], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        which, start = self.sampler.sample([s.volume.label.shape for s in sources], [s.index for s in sources], rng)
+        source, size = sources[which], self.sampler.patch_size
+        image = normalise(crop(source.volume.image, start, size, None), *source.volume.intensity_range)
+        label = crop(source.volume.label, start, size, label_scheme.IGNORE)
         patch = {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
                  "label": torch.from_numpy(np.ascontiguousarray(label))[None]}
-        if volume_weights is not None:
-            patch["weight"] = torch.from_numpy(volume_weights.patch(start, size))[None]
+        if source.weights is not None:
+            patch["weight"] = torch.from_numpy(source.weights.patch(start, size))[None]
         return self.transform(patch)
 
 
