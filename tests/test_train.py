@@ -255,7 +255,7 @@ def test_patch_stream_is_reproducible_and_new_each_epoch(source: str, dataset: P
     assert not np.array_equal(first, patches(0, 1))
 
 
-def test_weighted_patches_carry_weights_aligned_with_their_labels(dataset: Path) -> None:
+def test_weighted_patches_carry_weights_aligned_with_their_labels() -> None:
     from roidetect.labels import DELAMINATION
     from roidetect.learn.data import PatchStream, PhantomSettings
     from roidetect.learn.region_weights import RegionWeighting
