@@ -90,6 +90,13 @@ def test_short_cpu_run_writes_a_loadable_package(dataset: Path, tmp_path: Path) 
     assert card["training"]["fingerprint"]["class_fraction"]["pore"] > 0
     assert set(card["detection"]["min_score"]) <= set(card["calibration"])
     assert all(0 <= v <= 0.5 for v in card["detection"]["min_score"].values())
+    tta = card["tta"]  # the calibration of `predict --tta`, fitted on flip-averaged validation predictions
+    assert tta["variants"] == 8 and set(tta["min_score"]) <= set(tta["calibration"])
+    assert all(0 <= v <= 0.5 for v in tta["min_score"].values())
+    for curve in tta["calibration"].values():
+        assert np.all(np.diff(curve["x"]) >= 0) and np.all(np.diff(curve["y"]) >= 0)
+    assert set(tta["validation"]) >= {"f1_mean", "f1_pore", "recall_crack"}
+    assert tta["calibration_samples"].keys() == card["training"]["calibration_samples"].keys()
     with torch.no_grad():
         logits = package.network(torch.zeros(1, 1, 32, 32, 32))
     assert logits.shape == (1, 4, 32, 32, 32)

@@ -63,15 +63,13 @@ class NetworkRun:
         self.model = WindowModel(network, self.plan.scale, divisor, self.precision,
                                  _channels_last(settings["channels_last"], self.precision, self.cpu_kernels), variants)
         self.intensity_range = robust_range(volume, percentiles)
-        self.detection = detection_params(card.get("detection"), cfg["detection"])
+        self.calibration_mode, self.calibration, card_detection = _calibration_for_mode(
+            card, bool(cfg["tta"]["enabled"]), self.package.path)
+        self.detection = detection_params(card_detection, cfg["detection"])
 
     @property
     def with_uncertainty(self) -> bool:
         return self.model.with_uncertainty
-
-    @property
-    def calibration(self) -> dict[str, Any] | None:
-        return self.package.card.get("calibration")
 
     def source(self) -> NetworkSource:
         settings = self.cfg["inference"]
@@ -93,6 +91,7 @@ class NetworkRun:
             "overlap": list(self.overlap),
             "resampled": self.plan.resampled, "voxel_size_ratio": list(self.plan.voxel_ratio),
             "tta_variants": len(self.model.augmentations),
+            "calibration": self.calibration_mode,
         }
 
 
@@ -137,6 +136,26 @@ def _voxel_size(card: dict[str, Any], path: Path) -> tuple[float, float, float]:
     if len(values) != 3 or min(values) <= 0:
         raise UserError(f"{path}: card.json voxel_size_um must be three positive numbers (z, y, x)")
     return values  # type: ignore[return-value]
+
+
+def _calibration_for_mode(card: dict[str, Any], tta: bool,
+                          path: Path) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    """Which calibration fits the inference mode (``"plain"`` or ``"tta"``), its curves, and
+    the card's detection section with that mode's ``min_score``.
+
+    Under TTA the card's ``tta`` section (fitted on TTA predictions) replaces the top-level
+    ``calibration`` and ``detection.min_score``; a card without one keeps them, with a warning,
+    since averaged probabilities score differently (see :mod:`roidetect.learn.final_validation`).
+    """
+    detection = dict(card.get("detection") or {})
+    if not tta:
+        return "plain", card.get("calibration"), detection
+    section = card.get("tta")
+    if section is None:
+        log.warning("%s: the scores of this model were calibrated without TTA; under --tta they and the "
+                    "min_score filter are off (refit them with 'roidetect calibrate')", path)
+        return "plain", card.get("calibration"), detection
+    return "tta", section.get("calibration"), {**detection, "min_score": section.get("min_score", {})}
 
 
 def _check_engine_settings(settings: dict[str, Any]) -> None:

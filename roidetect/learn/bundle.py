@@ -15,6 +15,10 @@
   ``low_threshold``, ``min_volume_um3`` and ``min_score`` per class name)
 - ``calibration``: per class name ``{"x": [...], "y": [...]}``, a monotone piecewise-linear
   map from raw instance score to probability of being real (isotonic regression)
+- ``tta``: the same for ``roidetect predict --tta``, fitted on TTA predictions of the same
+  validation volumes: ``augmentations``, ``variants``, ``min_score`` and ``calibration``
+  (used in place of the top-level ones under TTA), ``validation`` (metrics) and
+  ``calibration_samples`` (:mod:`roidetect.learn.final_validation`)
 - ``training``, ``metrics``, ``versions``, ``config``: provenance for the model card.
 """
 

@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from roidetect.inference.network import Augmentation
 from roidetect.inference.settings import detection_params
 from roidetect.labels import DEFECT_NAMES
 from roidetect.learn.losses import build_loss
@@ -47,7 +48,8 @@ def warmup_cosine(progress: float, warmup_fraction: float, min_lr_ratio: float) 
 
 @torch.no_grad()
 def volume_probabilities(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int],
-                         sliding_window: Mapping[str, Any]) -> np.ndarray:
+                         sliding_window: Mapping[str, Any],
+                         augmentations: Sequence[Augmentation] = (Augmentation(),)) -> np.ndarray:
     """Class probabilities of a whole volume by Gaussian-weighted sliding-window inference.
 
     Parameters
@@ -61,6 +63,9 @@ def volume_probabilities(network: torch.nn.Module, image: torch.Tensor, patch_si
     sliding_window : mapping
         ``overlap``, ``sw_batch_size`` and ``mode`` of
         :func:`monai.inferers.sliding_window_inference`.
+    augmentations : sequence of Augmentation
+        The softmax is averaged over these (each mapped back), as ``roidetect predict --tta``
+        averages :func:`roidetect.inference.network.augmentations`; default: the identity.
 
     Returns
     -------
@@ -69,10 +74,15 @@ def volume_probabilities(network: torch.nn.Module, image: torch.Tensor, patch_si
     from monai.inferers import sliding_window_inference
 
     device = next(network.parameters()).device
-    logits = sliding_window_inference(image[None].to(device), roi_size=tuple(int(p) for p in patch_size),
-                                      sw_batch_size=int(sliding_window["sw_batch_size"]), predictor=network,
-                                      overlap=float(sliding_window["overlap"]), mode=str(sliding_window["mode"]))
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    total = None
+    for augmentation in augmentations:
+        logits = sliding_window_inference(augmentation.forward(image[None].to(device)),
+                                          roi_size=tuple(int(p) for p in patch_size),
+                                          sw_batch_size=int(sliding_window["sw_batch_size"]), predictor=network,
+                                          overlap=float(sliding_window["overlap"]), mode=str(sliding_window["mode"]))
+        probabilities = augmentation.inverse(torch.softmax(logits.float(), dim=1))
+        total = probabilities if total is None else total + probabilities
+    return (total / len(augmentations))[0].cpu().numpy()
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], settings: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from roidetect.errors import UserError
@@ -98,16 +97,16 @@ def train(cfg: Any) -> Path | None:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.network.load_state_dict({k[len("network."):]: v for k, v in state.items() if k.startswith("network.")})
     with runlog.step("calibrate"):
-        metrics, calibration, samples = _final_validation(module, data.datamodule.val_volumes,
-                                                          int(options["calibration"]["min_detections"]))
-    card = _model_card(options, module, data, metrics, calibration, samples, trainer, best, fit_seconds)
+        modes = _final_validation(module, data.datamodule.val_volumes, options["calibration"])
+    card = _model_card(options, module, data, modes, trainer, best, fit_seconds)
     package = Path(options["package"]).expanduser() if options.get("package") else out / MODEL_DIR
     _write_package(package, module.network, card)
     runlog.record(package=str(package), best_checkpoint=str(best) if best else None,
-                  epochs=int(trainer.current_epoch), steps=int(trainer.global_step), metrics=metrics["overall"])
+                  epochs=int(trainer.current_epoch), steps=int(trainer.global_step),
+                  metrics=modes[False].metrics["overall"])
     runlog.write(out)
     log.info("mean instance F1 %.3f on %d validation volume(s); model package in %s",
-             metrics["overall"]["f1_mean"], len(data.datamodule.val_volumes), package)
+             modes[False].metrics["overall"]["f1_mean"], len(data.datamodule.val_volumes), package)
     return package
 
 
@@ -294,40 +293,27 @@ def _best_checkpoint(trainer: Any) -> Path | None:
     return None
 
 
-def _final_validation(module: Any, volumes: list[Any], min_detections: int) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """Validate the chosen weights on every validation volume and fit the score calibration."""
-    from roidetect.intensity import normalise
-    from roidetect.learn.calibration import CalibrationSamples, fit_calibration
-    from roidetect.learn.validation import metrics_from_counts, score_volume
+def _final_validation(module: Any, volumes: list[Any], calibration: Mapping[str, Any]) -> dict[bool, Any]:
+    """Validate the chosen weights on every validation volume and fit the score calibration,
+    plain and, unless ``calibration.tta`` is false, with TTA; keyed by ``tta``."""
+    from roidetect.learn.final_validation import validate
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     module.to(device).eval()
-    samples = CalibrationSamples()
-    totals = None
-    per_volume = {}
-    for volume in volumes:
-        image = torch.from_numpy(normalise(volume.image, *volume.intensity_range))[None]
-        probabilities = module.predict_probabilities(image)
-        scored = score_volume(probabilities, volume.label, volume.instances, volume.spacing_um, module.detection)
-        samples.add(scored.detections, scored.result["matches"], scored.counted)
-        totals = scored.counts if totals is None else totals + scored.counts
-        per_volume[volume.id] = {"f1_mean": scored.result["mean"]["f1"], "dice_mean": scored.result["mean"]["dice"]}
-    overall = metrics_from_counts(totals)
-    metrics = {"overall": {k: (None if np.isnan(v) else round(v, 4)) for k, v in overall.items()},
-               "per_volume": {k: {m: (None if v is None or np.isnan(v) else round(float(v), 4)) for m, v in d.items()}
-                              for k, d in per_volume.items()},
-               "volumes": len(volumes),
-               "matching": "roidetect.evaluate: tolerant Dice >= 0.5, one-to-one, same class"}
-    return metrics, fit_calibration(samples, min_detections), samples
+    modes = (False, True) if calibration.get("tta", True) else (False,)
+    return {tta: validate(module.network, volumes, module.hparams.patch_size, module.hparams.sliding_window,
+                          module.detection, int(calibration["min_detections"]), tta=tta)
+            for tta in modes}
 
 
-def _model_card(options: dict[str, Any], module: Any, data: Any, metrics: dict[str, Any], calibration: dict[str, Any],
-                samples: Any, trainer: Any, best: Path | None, seconds: float) -> dict[str, Any]:
+def _model_card(options: dict[str, Any], module: Any, data: Any, modes: dict[bool, Any], trainer: Any,
+                best: Path | None, seconds: float) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from roidetect.learn.calibration import f1_optimal_min_scores
+    from roidetect.learn.final_validation import tta_section
     from roidetect.runlog import library_versions
 
+    plain = modes[False]
     fingerprint = {k: v for k, v in data.fingerprint.items() if k != "volumes"}
     return {
         "name": options["name"],
@@ -337,9 +323,8 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, metrics: dict[s
         "normalisation": {"method": "volume_percentiles", "percentiles": [float(p) for p in options["data"]["percentiles"]]},
         "patch_size": [int(p) for p in data.patch_size],
         "sliding_window": dict(options["sliding_window"]),
-        "detection": {**asdict(module.detection),
-                      "min_score": f1_optimal_min_scores(calibration, metrics["overall"])},
-        "calibration": calibration,
+        "detection": {**asdict(module.detection), "min_score": plain.min_score},
+        "calibration": plain.calibration,
         "training": {
             "data": data.summary,
             "fingerprint": fingerprint,
@@ -353,11 +338,12 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, metrics: dict[s
             "strategy": type(trainer.strategy).__name__,
             "hardware": _hardware(),
             "best_checkpoint": best.name if best else None,
-            "calibration_samples": samples.summary(),
+            "calibration_samples": plain.samples.summary(),
         },
-        "metrics": {"validation": metrics},
+        "metrics": {"validation": plain.metrics},
         "versions": library_versions(),
         "config": options,
+        **({"tta": tta_section(modes[True])} if True in modes else {}),
     }
 
 

@@ -1,0 +1,110 @@
+"""Calibration per inference mode: flip-averaged validation, ``predict --tta`` using the card's
+``tta`` section, and ``roidetect calibrate`` refitting an existing package (training writes
+the section: ``test_train.test_short_cpu_run_writes_a_loadable_package``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_train import train_args
+
+from roidetect.cli import main
+from roidetect.inference.network import Augmentation, augmentations
+from roidetect.learn.module import volume_probabilities
+
+WINDOW = {"overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny package trained without the TTA calibration, as models made before it were."""
+    from test_learn import write_tiny_dataset
+
+    root = tmp_path_factory.mktemp("calibrate")
+    dataset = write_tiny_dataset(root / "data")
+    assert main(train_args(dataset, root / "run", "trainer.max_epochs=2", "calibration.tta=false")) == 0
+    return root / "run" / "model"
+
+
+def _asymmetric_image() -> torch.Tensor:
+    z, y, x = np.mgrid[:24, :20, :28].astype(np.float32)
+    return torch.from_numpy(np.sin(z / 3.0) + 0.1 * y + (x > 20)).float()[None]
+
+
+def test_flip_averaging_maps_each_flip_back() -> None:
+    # A 1x1x1 convolution commutes with every flip, so the average of the flips mapped back
+    # is the plain prediction; a flip left unmapped would move structures and break this.
+    torch.manual_seed(0)
+    pointwise = torch.nn.Conv3d(1, 4, 1).eval()
+    image = _asymmetric_image()
+    plain = volume_probabilities(pointwise, image, (16, 16, 16), WINDOW)
+    averaged = volume_probabilities(pointwise, image, (16, 16, 16), WINDOW, augmentations(False))
+    assert plain.shape == averaged.shape == (4, 24, 20, 28)
+    np.testing.assert_allclose(averaged, plain, atol=1e-5)
+    # A kernel with a direction does not commute: the average then differs, and stays a distribution.
+    directed = torch.nn.Conv3d(1, 4, 3, padding=1).eval()
+    plain = volume_probabilities(directed, image, (16, 16, 16), WINDOW)
+    averaged = volume_probabilities(directed, image, (16, 16, 16), WINDOW, augmentations(False))
+    assert np.abs(averaged - plain).max() > 1e-3
+    np.testing.assert_allclose(averaged.sum(axis=0), 1.0, atol=1e-5)
+    one_flip = volume_probabilities(directed, image, (16, 16, 16), WINDOW, [Augmentation((2,))])
+    expected = np.flip(volume_probabilities(directed, torch.flip(image, (1,)), (16, 16, 16), WINDOW), 1)
+    np.testing.assert_allclose(one_flip, expected, atol=1e-5)
+
+
+def _predict(model: Path, scan: Path, out: Path, *extra: str) -> dict:
+    assert main(["predict", str(scan), "--model", str(model), "--out", str(out), "--quiet", *extra]) == 0
+    return json.loads((out / "run.json").read_text())
+
+
+def test_calibrate_adds_the_tta_section_and_predict_tta_uses_it(trained: Path, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    original = {p.name: p.read_bytes() for p in trained.iterdir()}
+    old_card = json.loads(original["card.json"])
+    new = tmp_path / "calibrated"
+    assert main(["calibrate", str(trained), "--out", str(new), "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == original  # the input is untouched
+    assert (new / "weights.safetensors").read_bytes() == original["weights.safetensors"]
+    card = json.loads((new / "card.json").read_text())
+    # The plain mode is refitted on the same volumes with the same weights: nothing moves.
+    assert card["calibration"] == old_card["calibration"]
+    assert card["detection"] == old_card["detection"]
+    assert card["tta"]["variants"] == 8
+
+    scan = Path(old_card["config"]["data"]["path"]).parent / "images" / "vol_0000.tif"
+    plain = _predict(new, scan, tmp_path / "plain")
+    assert plain["model"]["calibration"] == "plain"
+    assert plain["detection"]["min_score"] == {**plain["detection"]["min_score"], **card["detection"]["min_score"]}
+    tta = _predict(new, scan, tmp_path / "tta", "--tta")
+    assert tta["model"]["calibration"] == "tta" and tta["model"]["tta_variants"] == 8
+    assert tta["detection"]["min_score"] == {**tta["detection"]["min_score"], **card["tta"]["min_score"]}
+    scores = pd.read_csv(tmp_path / "tta" / "detections.csv")["score"]
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+    with caplog.at_level(logging.WARNING):
+        old = _predict(trained, scan, tmp_path / "old", "--tta")
+    assert old["model"]["calibration"] == "plain"
+    assert "calibrated without TTA" in caplog.text and "roidetect calibrate" in caplog.text
+
+
+def test_calibrate_refuses_bad_requests(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("user data")
+    assert main(["calibrate", str(trained), "--out", str(existing), "--quiet"]) == 2
+    assert (existing / "keep.txt").read_text() == "user data"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    card = json.loads((trained / "card.json").read_text())
+    del card["config"]
+    (bare / "card.json").write_text(json.dumps(card))
+    (bare / "weights.safetensors").write_bytes((trained / "weights.safetensors").read_bytes())
+    assert main(["calibrate", str(bare), "--out", str(tmp_path / "new"), "--quiet"]) == 2
+    assert "no training config" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
