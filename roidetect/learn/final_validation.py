@@ -106,11 +106,34 @@ def validate(network: torch.nn.Module, volumes: Sequence[Any], patch_size: Seque
     return ModeValidation(metrics, fit_calibration(samples, min_detections), samples)
 
 
-def tta_section(result: ModeValidation) -> dict[str, Any]:
-    """The card's ``tta`` section from the TTA mode's validation."""
-    return {"augmentations": TTA_AUGMENTATIONS, "variants": len(augmentations(False)),
-            "min_score": result.min_score, "calibration": result.calibration,
-            "validation": result.metrics["overall"], "calibration_samples": result.samples.summary()}
+def validate_modes(network: torch.nn.Module, volumes: Sequence[Any], patch_size: Sequence[int],
+                   sliding_window: Mapping[str, Any], detection: Any, min_detections: int,
+                   tta: bool = True, progress: bool = False) -> dict[bool, ModeValidation]:
+    """:func:`validate` plainly and, unless ``tta`` is false, with TTA; keyed by ``tta``."""
+    return {mode: validate(network, volumes, patch_size, sliding_window, detection, min_detections,
+                           tta=mode, progress=progress)
+            for mode in ((False, True) if tta else (False,))}
+
+
+def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidation]) -> dict[str, Any]:
+    """``card`` with the validation's results where the card keeps them.
+
+    The plain mode sets ``calibration``, ``detection.min_score``, ``metrics.validation`` and
+    ``training.calibration_samples``; the TTA mode, when validated, sets the ``tta`` section.
+    Everything else in ``card`` stays as it is.
+    """
+    plain = modes[False]
+    card = {**card,
+            "detection": {**card.get("detection", {}), "min_score": plain.min_score},
+            "calibration": plain.calibration,
+            "metrics": {**card.get("metrics", {}), "validation": plain.metrics},
+            "training": {**card.get("training", {}), "calibration_samples": plain.samples.summary()}}
+    if True in modes:
+        tta = modes[True]
+        card["tta"] = {"augmentations": TTA_AUGMENTATIONS, "variants": len(augmentations(False)),
+                       "min_score": tta.min_score, "calibration": tta.calibration,
+                       "validation": tta.metrics["overall"], "calibration_samples": tta.samples.summary()}
+    return card
 
 
 def calibrate_package(model: str, out: str | Path, device: str = "auto", overwrite: bool = False,
@@ -119,8 +142,8 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
 
     The validation volumes are the ones the card's ``config`` made in training: the same
     phantoms (same seeds) or the same annotated files, which must still be where the config
-    says. The weights are copied unchanged; the card's ``calibration``, ``detection.min_score``,
-    ``metrics.validation`` and ``tta`` are replaced. ``model`` itself is not touched.
+    says. The weights are copied unchanged; the card's calibration entries are replaced
+    (:func:`with_calibration`). ``model`` itself is not touched.
 
     Parameters
     ----------
@@ -165,13 +188,9 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     volumes = data.datamodule.val_volumes
     detection = detection_params(None, config.get("detection") or {})
     min_detections = int(config.get("calibration", {}).get("min_detections", 10))
-    modes = {tta: validate(package.network, volumes, card["patch_size"], card["sliding_window"], detection,
-                           min_detections, tta=tta, progress=progress) for tta in (False, True)}
-    card = {**card,
-            "detection": {**card.get("detection", {}), "min_score": modes[False].min_score},
-            "calibration": modes[False].calibration,
-            "tta": tta_section(modes[True]),
-            "metrics": {**card.get("metrics", {}), "validation": modes[False].metrics}}
+    modes = validate_modes(package.network, volumes, card["patch_size"], card["sliding_window"], detection,
+                           min_detections, progress=progress)
+    card = with_calibration(card, modes)
     with atomic_dir(out, overwrite) as tmp:
         shutil.copyfile(package.path / WEIGHTS, tmp / WEIGHTS)
         write_json(tmp / CARD, card)

@@ -296,26 +296,24 @@ def _best_checkpoint(trainer: Any) -> Path | None:
 def _final_validation(module: Any, volumes: list[Any], calibration: Mapping[str, Any]) -> dict[bool, Any]:
     """Validate the chosen weights on every validation volume and fit the score calibration,
     plain and, unless ``calibration.tta`` is false, with TTA; keyed by ``tta``."""
-    from roidetect.learn.final_validation import validate
+    from roidetect.learn.final_validation import validate_modes
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     module.to(device).eval()
-    modes = (False, True) if calibration.get("tta", True) else (False,)
-    return {tta: validate(module.network, volumes, module.hparams.patch_size, module.hparams.sliding_window,
-                          module.detection, int(calibration["min_detections"]), tta=tta)
-            for tta in modes}
+    return validate_modes(module.network, volumes, module.hparams.patch_size, module.hparams.sliding_window,
+                          module.detection, int(calibration["min_detections"]),
+                          tta=bool(calibration.get("tta", True)))
 
 
 def _model_card(options: dict[str, Any], module: Any, data: Any, modes: dict[bool, Any], trainer: Any,
                 best: Path | None, seconds: float) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from roidetect.learn.final_validation import tta_section
+    from roidetect.learn.final_validation import with_calibration
     from roidetect.runlog import library_versions
 
-    plain = modes[False]
     fingerprint = {k: v for k, v in data.fingerprint.items() if k != "volumes"}
-    return {
+    return with_calibration({
         "name": options["name"],
         "classes": {str(k): v for k, v in CLASS_NAMES.items()},
         "network": dict(module.hparams.network),
@@ -323,8 +321,7 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, modes: dict[boo
         "normalisation": {"method": "volume_percentiles", "percentiles": [float(p) for p in options["data"]["percentiles"]]},
         "patch_size": [int(p) for p in data.patch_size],
         "sliding_window": dict(options["sliding_window"]),
-        "detection": {**asdict(module.detection), "min_score": plain.min_score},
-        "calibration": plain.calibration,
+        "detection": asdict(module.detection),
         "training": {
             "data": data.summary,
             "fingerprint": fingerprint,
@@ -338,13 +335,10 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, modes: dict[boo
             "strategy": type(trainer.strategy).__name__,
             "hardware": _hardware(),
             "best_checkpoint": best.name if best else None,
-            "calibration_samples": plain.samples.summary(),
         },
-        "metrics": {"validation": plain.metrics},
         "versions": library_versions(),
         "config": options,
-        **({"tta": tta_section(modes[True])} if True in modes else {}),
-    }
+    }, modes)
 
 
 def _hardware() -> dict[str, Any]:
