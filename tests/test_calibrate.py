@@ -75,6 +75,8 @@ def test_calibrate_adds_the_tta_section_and_predict_tta_uses_it(trained: Path, t
     # The plain mode is refitted on the same volumes with the same weights: nothing moves.
     assert card["calibration"] == old_card["calibration"]
     assert card["detection"] == old_card["detection"]
+    assert card["calibration_data"] == old_card["calibration_data"]
+    assert card["calibration_data"]["kind"] == "validation" and card["calibration_data"]["volumes"]
     assert card["tta"]["variants"] == 8
 
     scan = Path(old_card["config"]["data"]["path"]).parent / "images" / "vol_0000.tif"
@@ -99,12 +101,49 @@ def test_calibrate_refuses_bad_requests(trained: Path, tmp_path: Path, capsys: p
     (existing / "keep.txt").write_text("user data")
     assert main(["calibrate", str(trained), "--out", str(existing), "--quiet"]) == 2
     assert (existing / "keep.txt").read_text() == "user data"
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    card = json.loads((trained / "card.json").read_text())
-    del card["config"]
-    (bare / "card.json").write_text(json.dumps(card))
-    (bare / "weights.safetensors").write_bytes((trained / "weights.safetensors").read_bytes())
+    bare = _bare_copy(trained, tmp_path / "bare")
     assert main(["calibrate", str(bare), "--out", str(tmp_path / "new"), "--quiet"]) == 2
     assert "no training config" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def _bare_copy(package: Path, folder: Path) -> Path:
+    """``package`` without its training config, as a package shared without its recipe would be."""
+    folder.mkdir()
+    card = json.loads((package / "card.json").read_text())
+    del card["config"]
+    (folder / "card.json").write_text(json.dumps(card))
+    (folder / "weights.safetensors").write_bytes((package / "weights.safetensors").read_bytes())
+    return folder
+
+
+def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from test_learn import write_tiny_dataset
+
+    # Sparse annotation (two slices per volume), one volume kept for testing: calibration
+    # uses the other two, and needs no training config.
+    dataset = write_tiny_dataset(tmp_path / "mine", annotated_slices=(10, 20), splits=(None, "test", None))
+    bare = _bare_copy(trained, tmp_path / "bare")
+    original = {p.name: p.read_bytes() for p in bare.iterdir()}
+    new = tmp_path / "mine-calibrated"
+    assert main(["calibrate", str(bare), "--out", str(new), "--data", str(dataset.parent), "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in bare.iterdir()} == original
+    assert (new / "weights.safetensors").read_bytes() == original["weights.safetensors"]
+    card = json.loads((new / "card.json").read_text())
+    assert card["calibration_data"] == {"kind": "dataset", "path": str(dataset.parent.resolve()),
+                                        "volumes": ["vol_0000", "vol_0002"]}
+    assert card["metrics"]["validation"]["volumes"] == 2 and card["tta"]["variants"] == 8
+    for section in (card["calibration"], card["tta"]["calibration"]):
+        for curve in section.values():
+            assert np.all(np.diff(curve["y"]) >= 0) and 0 <= min(curve["y"]) <= max(curve["y"]) <= 1
+    assert all(0 <= v <= 1 for v in card["detection"]["min_score"].values())
+
+    only_test = write_tiny_dataset(tmp_path / "test-only", n=2, splits=("test", "test"))
+    assert main(["calibrate", str(bare), "--out", str(tmp_path / "none"), "--data", str(only_test),
+                 "--quiet"]) == 2
+    assert "no volume to calibrate on" in capsys.readouterr().err
+    assert main(["calibrate", str(bare), "--out", str(tmp_path / "none"), "--data", str(tmp_path / "missing"),
+                 "--quiet"]) == 2
+    assert "no dataset.json" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -14,13 +14,18 @@ log = logging.getLogger(__name__)
 def register(subparsers: Any) -> None:
     parser = add_command(
         subparsers, "calibrate", "refit a model's score calibration, plain and for --tta",
-        "Run a model package on the validation volumes its training config made (the same phantoms, or the "
-        "same annotated files, which must still be where the config says), once plainly and once with "
-        "test-time augmentation, and fit the score calibration and min_score of each mode. Writes a new "
-        "package with the same weights; MODEL is not changed. Models trained before TTA was calibrated "
-        "need this for 'roidetect predict --tta' to score detections correctly.")
+        "Run a model package on annotated volumes, once plainly and once with test-time augmentation, and "
+        "fit the score calibration and min_score of each mode. The volumes are those of --data (your own "
+        "annotated scans: scores then mean 'probability of being real' on scans like them), else the "
+        "validation volumes the model's training config made (the same phantoms, or the same annotated "
+        "files, which must still be where the config says). Writes a new package with the same weights; "
+        "MODEL is not changed. Models trained before TTA was calibrated need this for 'roidetect predict "
+        "--tta' to score detections correctly.")
     parser.add_argument("model", metavar="MODEL", help="model package folder or shipped model name")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the new model package")
+    parser.add_argument("--data", metavar="DATASET",
+                        help="dataset.json (or its folder) of annotated volumes to calibrate on; volumes marked "
+                             "\"split\": \"test\" are left out (default: the training run's validation volumes)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.set_defaults(handler=run)
@@ -30,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from roidetect.learn.final_validation import calibrate_package
 
     card = calibrate_package(args.model, args.out, device=args.device, overwrite=args.overwrite,
-                             progress=not args.quiet)
+                             progress=not args.quiet, data=args.data)
     plain, tta = card["detection"]["min_score"], card["tta"]["min_score"]
     for name in plain:
         log.info("%-13s min_score %.3f plain, %.3f with TTA", name, plain[name], tta.get(name, float("nan")))

@@ -19,6 +19,9 @@
   validation volumes: ``augmentations``, ``variants``, ``min_score`` and ``calibration``
   (used in place of the top-level ones under TTA), ``validation`` (metrics) and
   ``calibration_samples`` (:mod:`roidetect.learn.final_validation`)
+- ``calibration_data``: the volumes both calibrations were fitted on: ``{"kind":
+  "validation", "volumes": [ids]}`` (training) or ``{"kind": "dataset", "path": ...,
+  "volumes": [ids]}`` (``roidetect calibrate --data``)
 - ``training``, ``metrics``, ``versions``, ``config``: provenance for the model card.
 """
 

@@ -9,6 +9,7 @@ volumes, one at a time, for sliding-window inference.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -339,6 +340,14 @@ def _fingerprinted(path: str, data: Mapping[str, Any], percentiles: tuple[float,
 
     spec = read_dataset(path)
     return spec, dataset_fingerprint(spec, percentiles, data.get("cache_dir"))
+
+
+def annotated_volumes(path: str | os.PathLike, percentiles: tuple[float, ...]) -> list[LoadedVolume]:
+    """Every volume of a dataset (``dataset.json`` or its folder) not marked ``test``, in memory.
+
+    Each keeps the intensity range of its own ``percentiles``, as ``roidetect predict`` uses.
+    """
+    return _dataset_volumes(str(path), {}, percentiles, validation=False)[0]
 
 
 def _dataset_volumes(path: str, data: Mapping[str, Any], percentiles: tuple[float, ...],

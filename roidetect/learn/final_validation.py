@@ -115,17 +115,33 @@ def validate_modes(network: torch.nn.Module, volumes: Sequence[Any], patch_size:
             for mode in ((False, True) if tta else (False,))}
 
 
-def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidation]) -> dict[str, Any]:
+def calibration_source(volumes: Sequence[Any], dataset: str | Path | None = None) -> dict[str, Any]:
+    """The card's ``calibration_data``: which volumes the calibration was fitted on.
+
+    ``{"kind": "validation", "volumes": [ids]}`` for the training run's validation volumes,
+    ``{"kind": "dataset", "path": ..., "volumes": [ids]}`` for a dataset given to
+    ``roidetect calibrate --data``.
+    """
+    ids = [str(v.id) for v in volumes]
+    if dataset is None:
+        return {"kind": "validation", "volumes": ids}
+    return {"kind": "dataset", "path": str(Path(dataset).resolve()), "volumes": ids}
+
+
+def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidation],
+                     source: Mapping[str, Any]) -> dict[str, Any]:
     """``card`` with the validation's results where the card keeps them.
 
     The plain mode sets ``calibration``, ``detection.min_score``, ``metrics.validation`` and
-    ``training.calibration_samples``; the TTA mode, when validated, sets the ``tta`` section.
-    Everything else in ``card`` stays as it is.
+    ``training.calibration_samples``; the TTA mode, when validated, sets the ``tta`` section;
+    ``source`` (:func:`calibration_source`) becomes ``calibration_data``. Everything else in
+    ``card`` stays as it is.
     """
     plain = modes[False]
     card = {**card,
             "detection": {**card.get("detection", {}), "min_score": plain.min_score},
             "calibration": plain.calibration,
+            "calibration_data": dict(source),
             "metrics": {**card.get("metrics", {}), "validation": plain.metrics},
             "training": {**card.get("training", {}), "calibration_samples": plain.samples.summary()}}
     if True in modes:
@@ -137,13 +153,15 @@ def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidatio
 
 
 def calibrate_package(model: str, out: str | Path, device: str = "auto", overwrite: bool = False,
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, data: str | Path | None = None) -> dict[str, Any]:
     """Refit a model package's calibrations (plain and TTA) and write the result as a new package.
 
-    The validation volumes are the ones the card's ``config`` made in training: the same
-    phantoms (same seeds) or the same annotated files, which must still be where the config
-    says. The weights are copied unchanged; the card's calibration entries are replaced
-    (:func:`with_calibration`). ``model`` itself is not touched.
+    Without ``data`` the volumes are the validation volumes the card's ``config`` made in
+    training: the same phantoms (same seeds) or the same annotated files, which must still be
+    where the config says. With ``data`` they are the annotated volumes of that dataset not
+    marked ``test`` (the user's own scans: the scores then mean "probability of being real"
+    on scans like those). The weights are copied unchanged; the card's calibration entries
+    are replaced (:func:`with_calibration`). ``model`` itself is not touched.
 
     Parameters
     ----------
@@ -155,6 +173,10 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
         auto | cpu | cuda | cuda:N.
     overwrite : bool
         Replace ``out`` if it exists.
+    progress : bool
+        Show progress bars.
+    data : path, optional
+        A dataset (``dataset.json`` or the folder holding it, :mod:`roidetect.learn.dataset`).
 
     Returns
     -------
@@ -164,39 +186,63 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     Raises
     ------
     UserError
-        Unknown model, a card without the training ``config``, validation data that is gone,
-        or an existing ``out`` without ``overwrite``.
+        Unknown model, neither ``data`` nor a training ``config`` in the card, validation
+        data that is gone, a dataset without annotated volumes, or an existing ``out``
+        without ``overwrite``.
     """
     from roidetect.atomic import atomic_dir, check_output_dir
-    from roidetect.errors import UserError
     from roidetect.inference.model import resolve_device
     from roidetect.inference.settings import detection_params
     from roidetect.learn.bundle import CARD, WEIGHTS, load_package
-    from roidetect.learn.data import build_training_data
-    from roidetect.learn.networks import input_divisor
     from roidetect.volume import write_json
 
     check_output_dir(out, overwrite)
     package = load_package(model, resolve_device(device))
     card = package.card
-    config = card.get("config")
-    if not config or "data" not in config:
-        raise UserError(f"{package.path}: card.json has no training config to rebuild the validation volumes from")
-    network = card["network"]
-    data = build_training_data(config["data"], int(config["seed"]),
-                               input_divisor(network["class"], network.get("args", {})))
-    volumes = data.datamodule.val_volumes
-    detection = detection_params(None, config.get("detection") or {})
-    min_detections = int(config.get("calibration", {}).get("min_detections", 10))
+    if data is None:
+        volumes, detection, min_detections = _training_validation(package)
+    else:
+        volumes = _dataset_volumes(data, card)
+        detection = detection_params(card.get("detection"), {})
+        min_detections = int((card.get("config") or {}).get("calibration", {}).get("min_detections", 10))
     modes = validate_modes(package.network, volumes, card["patch_size"], card["sliding_window"], detection,
                            min_detections, progress=progress)
-    card = with_calibration(card, modes)
+    card = with_calibration(card, modes, calibration_source(volumes, data))
     with atomic_dir(out, overwrite) as tmp:
         shutil.copyfile(package.path / WEIGHTS, tmp / WEIGHTS)
         write_json(tmp / CARD, card)
     log.info("validation mean F1 %.3f plain, %.3f with TTA, on %d volume(s)",
              modes[False].metrics["overall"]["f1_mean"], modes[True].metrics["overall"]["f1_mean"], len(volumes))
     return card
+
+
+def _training_validation(package: Any) -> tuple[list[Any], Any, int]:
+    """The validation volumes, detection thresholds and ``min_detections`` of the card's training config."""
+    from roidetect.errors import UserError
+    from roidetect.inference.settings import detection_params
+    from roidetect.learn.data import build_training_data
+    from roidetect.learn.networks import input_divisor
+
+    config = package.card.get("config")
+    if not config or "data" not in config:
+        raise UserError(f"{package.path}: card.json has no training config to rebuild the validation volumes "
+                        "from; give annotated volumes with --data")
+    network = package.card["network"]
+    data = build_training_data(config["data"], int(config["seed"]),
+                               input_divisor(network["class"], network.get("args", {})))
+    return (list(data.datamodule.val_volumes), detection_params(None, config.get("detection") or {}),
+            int(config.get("calibration", {}).get("min_detections", 10)))
+
+
+def _dataset_volumes(path: str | Path, card: Mapping[str, Any]) -> list[Any]:
+    """The annotated volumes of a dataset not marked ``test``, normalised as the card says."""
+    from roidetect.errors import UserError
+    from roidetect.learn.data import annotated_volumes
+
+    volumes = annotated_volumes(path, tuple(float(p) for p in card["normalisation"]["percentiles"]))
+    if not volumes:
+        raise UserError(f"{path}: no volume to calibrate on (every volume is marked \"split\": \"test\")")
+    return volumes
 
 
 def _rounded(value: Any) -> float | None:

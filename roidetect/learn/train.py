@@ -309,7 +309,7 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, modes: dict[boo
                 best: Path | None, seconds: float) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from roidetect.learn.final_validation import with_calibration
+    from roidetect.learn.final_validation import calibration_source, with_calibration
     from roidetect.runlog import library_versions
 
     fingerprint = {k: v for k, v in data.fingerprint.items() if k != "volumes"}
@@ -338,7 +338,7 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, modes: dict[boo
         },
         "versions": library_versions(),
         "config": options,
-    }, modes)
+    }, modes, calibration_source(data.datamodule.val_volumes))
 
 
 def _hardware() -> dict[str, Any]:

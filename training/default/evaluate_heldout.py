@@ -170,11 +170,17 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="model package folder or shipped name")
     parser.add_argument("--out", required=True, type=Path, help="folder for predictions and the tables")
     parser.add_argument("--tta", action="store_true", help="predict with the model's test-time augmentation (flips)")
+    parser.add_argument("--split", default=None,
+                        help="score only the volumes with this \"split\" in dataset.json (e.g. test)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary, everything, gaps = {}, {"model": [], "classical": []}, []
     for dataset in args.datasets:
         volumes = json.loads((dataset / "dataset.json").read_text())["volumes"]
+        if args.split is not None:
+            volumes = [v for v in volumes if v.get("split") == args.split]
+            if not volumes:
+                sys.exit(f"{dataset}: no volume has \"split\": \"{args.split}\"")
         if any(v["seed"] < TRAIN_SEED_LIMIT for v in volumes):
             sys.exit(f"{dataset}: a volume seed lies in the training seed range; use another dataset seed")
         entry = {"volumes": len(volumes)}

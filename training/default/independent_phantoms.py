@@ -13,7 +13,7 @@ labels, instances, manifests), so ``evaluate_heldout.py`` scores it unchanged.
 
 Usage::
 
-    python training/default/independent_phantoms.py --out runs/independent --n 8 --seed 7
+    python training/default/independent_phantoms.py --out runs/independent --n 8 --seed 7 [--test-from 4]
     python training/default/evaluate_heldout.py --model models/default --out runs/independent-scores \\
         runs/independent
 """
@@ -191,6 +191,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--test-from", type=int, default=None, metavar="K",
+                        help="mark volumes K and up \"split\": \"test\" (roidetect calibrate --data leaves them out; "
+                             "evaluate_heldout.py --split test scores only them)")
     args = parser.parse_args()
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"{args.out} is not empty; choose a new folder")
@@ -207,8 +210,13 @@ def main() -> None:
         volumes.append({"id": vid, "image": f"images/{vid}.tif", "label": f"labels/{vid}.tif",
                         "instances": f"instances/{vid}.tif", "manifest": f"manifests/{vid}.json",
                         "voxel_size_um": [VOXEL_UM] * 3, "seed": seed, "counts": counts})
+        if args.test_from is not None and i >= args.test_from:
+            volumes[-1]["split"] = "test"
         print(vid, image.dtype, counts, flush=True)
-    write_json(args.out / "dataset.json", {"name": args.out.name, "volumes": volumes})
+    write_json(args.out / "dataset.json", {
+        "format": "roidetect-dataset/1", "name": args.out.name,
+        "classes": {"0": "background", "1": "pore", "2": "crack", "3": "delamination"},
+        "ignore_label": 255, "volumes": volumes})
 
 
 if __name__ == "__main__":
