@@ -200,11 +200,11 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     package = load_package(model, resolve_device(device))
     card = package.card
     if data is None:
-        volumes, detection, min_detections = _training_validation(package)
+        volumes, detection = _training_validation(package)
     else:
         volumes = _dataset_volumes(data, card)
         detection = detection_params(card.get("detection"), {})
-        min_detections = int((card.get("config") or {}).get("calibration", {}).get("min_detections", 10))
+    min_detections = int((card.get("config") or {}).get("calibration", {}).get("min_detections", 10))
     modes = validate_modes(package.network, volumes, card["patch_size"], card["sliding_window"], detection,
                            min_detections, progress=progress)
     card = with_calibration(card, modes, calibration_source(volumes, data))
@@ -216,8 +216,8 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     return card
 
 
-def _training_validation(package: Any) -> tuple[list[Any], Any, int]:
-    """The validation volumes, detection thresholds and ``min_detections`` of the card's training config."""
+def _training_validation(package: Any) -> tuple[list[Any], Any]:
+    """The validation volumes and detection thresholds of the card's training config."""
     from roidetect.errors import UserError
     from roidetect.inference.settings import detection_params
     from roidetect.learn.data import build_training_data
@@ -230,8 +230,7 @@ def _training_validation(package: Any) -> tuple[list[Any], Any, int]:
     network = package.card["network"]
     data = build_training_data(config["data"], int(config["seed"]),
                                input_divisor(network["class"], network.get("args", {})))
-    return (list(data.datamodule.val_volumes), detection_params(None, config.get("detection") or {}),
-            int(config.get("calibration", {}).get("min_detections", 10)))
+    return list(data.datamodule.val_volumes), detection_params(None, config.get("detection") or {})
 
 
 def _dataset_volumes(path: str | Path, card: Mapping[str, Any]) -> list[Any]:

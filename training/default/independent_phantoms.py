@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from roidetect.labels import CLASS_NAMES, IGNORE
+from roidetect.learn.dataset import DATASET_FORMAT
 from roidetect.volume import write_json, write_tiff
 
 VOXEL_UM = 0.05
@@ -214,9 +216,9 @@ def main() -> None:
             volumes[-1]["split"] = "test"
         print(vid, image.dtype, counts, flush=True)
     write_json(args.out / "dataset.json", {
-        "format": "roidetect-dataset/1", "name": args.out.name,
-        "classes": {"0": "background", "1": "pore", "2": "crack", "3": "delamination"},
-        "ignore_label": 255, "volumes": volumes})
+        "format": DATASET_FORMAT, "name": args.out.name,
+        "classes": {str(k): v for k, v in CLASS_NAMES.items()},
+        "ignore_label": IGNORE, "volumes": volumes})
 
 
 if __name__ == "__main__":
