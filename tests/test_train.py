@@ -305,3 +305,35 @@ def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(monkeypatch, na
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("32-true", "cpu") == "32-true"
+
+
+def test_init_starts_from_a_packages_network_and_weights(dataset: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from roidetect.runlog import sha256_of
+
+    first = tmp_path / "first"
+    assert main(train_args(dataset, first, "trainer.max_epochs=1")) == 0
+    # a different model is asked for and the learning rate is 0: the package's network is
+    # trained, and with nothing learnt its weights come out exactly as they went in
+    second = tmp_path / "second"
+    assert main(train_args(dataset, second, "trainer.max_epochs=1", "optimizer.lr=0",
+                           "model.args.channels=[8,16,32]", f"init={first / 'model'}")) == 0
+    before, after = load_file(first / "model" / "weights.safetensors"), load_file(second / "model" / "weights.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    card = json.loads((second / "model" / "card.json").read_text())
+    assert card["network"]["args"]["channels"] == [4, 8, 16]
+    init = card["training"]["init"]
+    assert init["weights_sha256"] == sha256_of(first / "model" / "weights.safetensors")
+    assert Path(init["package"]) == first / "model"
+    assert json.loads((second / "run.json").read_text())["init"] == init
+
+
+def test_init_refuses_unknown_packages_and_other_normalisation(dataset: Path, tmp_path: Path, capsys) -> None:
+    assert main(train_args(dataset, tmp_path / "a", f"init={tmp_path / 'missing'}")) == 2
+    assert "unknown model" in capsys.readouterr().err
+    first = tmp_path / "first"
+    assert main(train_args(dataset, first, "debug=fast_dev_run")) == 0
+    capsys.readouterr()
+    assert main(train_args(dataset, tmp_path / "b", "data.percentiles=[1,99]", f"init={first / 'model'}")) == 2
+    assert "data.percentiles=[0.5, 99.5]" in capsys.readouterr().err

@@ -24,6 +24,7 @@ def register(subparsers: Any) -> None:
         "  roidetect train data=folder data.path=labels/dataset.json out=runs/cathode\n"
         "  roidetect train experiment=phantoms_cpu out=runs/phantoms\n"
         "  roidetect train data=folder data.path=labels out=runs/cathode --resume   (continue after a stop)\n"
+        "  roidetect train data=folder data.path=labels out=runs/mine init=default  (fine-tune the default model)\n"
         "  roidetect train trainer=ddp trainer.devices=4 ...                        (several GPUs)")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _groups_help()

@@ -1,6 +1,7 @@
 """``train(cfg)``: the whole training run behind ``roidetect train`` and ``training/train.py``.
 
-1. check the run folder (``out``), or find the checkpoint to resume from;
+1. check the run folder (``out``), or find the checkpoint to resume from; with ``init``,
+   take the network and its starting weights from a model package (fine-tuning);
 2. read or generate the data, fingerprint it, choose the patch size;
 3. build the network, loss and optimiser from the config and fit with Lightning
    (checkpoints, CSV/TensorBoard logs, progress bar);
@@ -78,11 +79,14 @@ def train(cfg: Any) -> Path | None:
     checkpoint = _prepare_run_folder(out, options, first_process)
     runlog = RunLog("train", options)
     pl.seed_everything(int(options["seed"]), workers=True, verbose=False)
+    start = _initial_package(options, runlog)
     network = {"class": options["model"]["class"], "args": dict(options["model"]["args"])}
     with runlog.step("data"):
         data = build_training_data(options["data"], int(options["seed"]), input_divisor(network["class"], network["args"]))
     module = SegmentationModule(network, _loss_options(options["loss"]), options["optimizer"], list(data.patch_size),
                                 options["sliding_window"], options["detection"])
+    if start is not None:
+        module.network.load_state_dict(start.network.state_dict())
     trainer = _build_trainer(options, out)
     if first_process:
         log.info("training %s on patches %s; run folder %s", network["class"], list(data.patch_size), out)
@@ -124,6 +128,39 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
         raise UserError(f"{key} is required; set it with {key}=VALUE") from exc
     except OmegaConfBaseException as exc:
         raise UserError(f"bad config ({' '.join(str(exc).split())})") from exc
+
+
+def _initial_package(options: dict[str, Any], runlog: Any) -> Any:
+    """The model package named by ``init`` (None without one), checked against the run.
+
+    Its network replaces ``options["model"]`` (so the card's ``network`` and ``config`` name
+    the network that was trained; ``OUT/config.yaml`` keeps the settings as given); its normalisation must be the data's, since the weights
+    learnt grey values normalised that way. The package and its weights' sha256 go into
+    ``run.json`` and the card (``training.init``).
+    """
+    if not options.get("init"):
+        return None
+    from roidetect.learn.bundle import WEIGHTS, load_package
+    from roidetect.runlog import sha256_of
+
+    package = load_package(options["init"])
+    card = package.card
+    if {int(k): v for k, v in card["classes"].items()} != CLASS_NAMES:
+        raise UserError(f"init={options['init']}: its classes {card['classes']} are not roidetect's {CLASS_NAMES}")
+    percentiles = [float(p) for p in card["normalisation"].get("percentiles", [])]
+    wanted = [float(p) for p in options["data"]["percentiles"]]
+    if card["normalisation"].get("method") != "volume_percentiles" or percentiles != wanted:
+        raise UserError(f"init={options['init']} normalises scans with {card['normalisation']}; "
+                        f"set data.percentiles={percentiles} to fine-tune it")
+    if dict(options["model"]) != dict(card["network"]):
+        log.info("init=%s: training its network (%s %s) in place of model (%s %s)", options["init"],
+                 card["network"]["class"], card["network"].get("args"), options["model"].get("class"),
+                 options["model"].get("args"))
+    options["model"] = {"class": card["network"]["class"], "args": dict(card["network"].get("args", {}))}
+    options["init"] = {"package": str(package.path), "name": card["name"],
+                       "weights_sha256": sha256_of(package.path / WEIGHTS)}
+    runlog.record(init=options["init"])
+    return package
 
 
 def _quieten(quiet: bool) -> None:
@@ -335,6 +372,7 @@ def _model_card(options: dict[str, Any], module: Any, data: Any, modes: dict[boo
             "strategy": type(trainer.strategy).__name__,
             "hardware": _hardware(),
             "best_checkpoint": best.name if best else None,
+            "init": options.get("init"),
         },
         "versions": library_versions(),
         "config": options,
