@@ -134,9 +134,10 @@ def _initial_package(options: dict[str, Any], runlog: Any) -> Any:
     """The model package named by ``init`` (None without one), checked against the run.
 
     Its network replaces ``options["model"]`` (so the card's ``network`` and ``config`` name
-    the network that was trained; ``OUT/config.yaml`` keeps the settings as given); its normalisation must be the data's, since the weights
-    learnt grey values normalised that way. The package and its weights' sha256 go into
-    ``run.json`` and the card (``training.init``).
+    the network that was trained; ``OUT/config.yaml`` keeps the settings as given). Its
+    normalisation must be the data's, since the weights learnt grey values normalised that
+    way. The package and its weights' sha256 go into ``run.json`` and the card
+    (``training.init``).
     """
     if not options.get("init"):
         return None
@@ -156,6 +157,7 @@ def _initial_package(options: dict[str, Any], runlog: Any) -> Any:
         log.info("init=%s: training its network (%s %s) in place of model (%s %s)", options["init"],
                  card["network"]["class"], card["network"].get("args"), options["model"].get("class"),
                  options["model"].get("args"))
+    log.info("fine-tuning: the network starts from the weights of %s (%s)", package.path, card["name"])
     options["model"] = {"class": card["network"]["class"], "args": dict(card["network"].get("args", {}))}
     options["init"] = {"package": str(package.path), "name": card["name"],
                        "weights_sha256": sha256_of(package.path / WEIGHTS)}
