@@ -331,7 +331,8 @@ def test_init_starts_from_a_packages_network_and_weights(dataset: Path, tmp_path
 
 def test_init_refuses_unknown_packages_and_other_normalisation(dataset: Path, tmp_path: Path, capsys) -> None:
     assert main(train_args(dataset, tmp_path / "a", f"init={tmp_path / 'missing'}")) == 2
-    assert "unknown model" in capsys.readouterr().err
+    assert "not a model package folder nor a shipped model" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # checked before the run folder is made: the same command can run again
     first = tmp_path / "first"
     assert main(train_args(dataset, first, "debug=fast_dev_run")) == 0
     capsys.readouterr()

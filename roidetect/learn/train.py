@@ -76,10 +76,12 @@ def train(cfg: Any) -> Path | None:
     out = Path(options["out"]).expanduser()
     first_process = rank_zero_only.rank == 0
     _quieten(bool(options["quiet"]))
+    start = _initial_package(options)  # checked before the run folder is touched
     checkpoint = _prepare_run_folder(out, options, first_process)
     runlog = RunLog("train", options)
+    if start is not None:
+        _start_from(start, options, runlog)
     pl.seed_everything(int(options["seed"]), workers=True, verbose=False)
-    start = _initial_package(options, runlog)
     network = {"class": options["model"]["class"], "args": dict(options["model"]["args"])}
     with runlog.step("data"):
         data = build_training_data(options["data"], int(options["seed"]), input_divisor(network["class"], network["args"]))
@@ -130,39 +132,51 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
         raise UserError(f"bad config ({' '.join(str(exc).split())})") from exc
 
 
-def _initial_package(options: dict[str, Any], runlog: Any) -> Any:
+def _initial_package(options: dict[str, Any]) -> Any:
     """The model package named by ``init`` (None without one), checked against the run.
 
-    Its network replaces ``options["model"]`` (so the card's ``network`` and ``config`` name
-    the network that was trained; ``OUT/config.yaml`` keeps the settings as given). Its
-    normalisation must be the data's, since the weights learnt grey values normalised that
-    way. The package and its weights' sha256 go into ``run.json`` and the card
-    (``training.init``).
+    Its normalisation must be the data's, since the weights learnt grey values normalised
+    that way, and its classes roidetect's.
     """
     if not options.get("init"):
         return None
-    from roidetect.learn.bundle import WEIGHTS, load_package
-    from roidetect.runlog import sha256_of
+    from roidetect.learn.bundle import load_package
+    from roidetect.resources import shipped_models
 
-    package = load_package(options["init"])
+    init = str(options["init"])
+    folder = Path(init).expanduser()
+    if not folder.is_dir() and init not in shipped_models():
+        raise UserError(f"init={init}: not a model package folder nor a shipped model "
+                        f"(shipped: {', '.join(shipped_models()) or 'none'})")
+    package = load_package(folder if folder.is_dir() else init)
     card = package.card
     if {int(k): v for k, v in card["classes"].items()} != CLASS_NAMES:
-        raise UserError(f"init={options['init']}: its classes {card['classes']} are not roidetect's {CLASS_NAMES}")
+        raise UserError(f"init={init}: its classes {card['classes']} are not roidetect's {CLASS_NAMES}")
     percentiles = [float(p) for p in card["normalisation"].get("percentiles", [])]
     wanted = [float(p) for p in options["data"]["percentiles"]]
     if card["normalisation"].get("method") != "volume_percentiles" or percentiles != wanted:
-        raise UserError(f"init={options['init']} normalises scans with {card['normalisation']}; "
+        raise UserError(f"init={init} normalises scans with {card['normalisation']}; "
                         f"set data.percentiles={percentiles} to fine-tune it")
-    if dict(options["model"]) != dict(card["network"]):
+    return package
+
+
+def _start_from(package: Any, options: dict[str, Any], runlog: Any) -> None:
+    """Make the run train ``package``'s network: it replaces ``options["model"]`` (so the
+    card's ``network`` and ``config`` name the network that was trained; ``OUT/config.yaml``
+    keeps the settings as given), and the package with its weights' sha256 goes into
+    ``run.json`` and the card (``training.init``)."""
+    from roidetect.learn.bundle import WEIGHTS
+    from roidetect.runlog import sha256_of
+
+    network = package.card["network"]
+    if dict(options["model"]) != dict(network):
         log.info("init=%s: training its network (%s %s) in place of model (%s %s)", options["init"],
-                 card["network"]["class"], card["network"].get("args"), options["model"].get("class"),
-                 options["model"].get("args"))
-    log.info("fine-tuning: the network starts from the weights of %s (%s)", package.path, card["name"])
-    options["model"] = {"class": card["network"]["class"], "args": dict(card["network"].get("args", {}))}
-    options["init"] = {"package": str(package.path), "name": card["name"],
+                 network["class"], network.get("args"), options["model"].get("class"), options["model"].get("args"))
+    log.info("fine-tuning: the network starts from the weights of %s (%s)", package.path, package.card["name"])
+    options["model"] = {"class": network["class"], "args": dict(network.get("args", {}))}
+    options["init"] = {"package": str(package.path), "name": package.card["name"],
                        "weights_sha256": sha256_of(package.path / WEIGHTS)}
     runlog.record(init=options["init"])
-    return package
 
 
 def _quieten(quiet: bool) -> None:
