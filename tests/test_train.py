@@ -140,6 +140,8 @@ def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path
     first = json.loads((out / "model" / "card.json").read_text())["training"]
     assert (first["epochs"], first["steps"]) == (1, 4)
     assert main(train_args(dataset, out, "trainer.max_epochs=2")) == 2  # the folder exists: refuse
+    assert main(train_args(dataset, out, "trainer.max_epochs=2", "ema_decay=2", "--resume")) == 2
+    assert (out / "checkpoints" / "last.ckpt").is_file()  # a bad setting on resume leaves the run alone
     assert main(train_args(dataset, out, "trainer.max_epochs=2", "--resume")) == 0
     second = json.loads((out / "model" / "card.json").read_text())["training"]
     assert (second["epochs"], second["steps"]) == (2, 8)  # 4 more steps, not 8
@@ -204,6 +206,7 @@ def test_ema_weights_are_validated_checkpointed_and_packaged(dataset: Path, tmp_
 @pytest.mark.parametrize("decay", ["1.5", "0", "yes"])
 def test_bad_ema_decay_is_refused(decay: str, dataset: Path, tmp_path: Path) -> None:
     assert main(train_args(dataset, tmp_path / "run", f"ema_decay={decay}")) == 2
+    assert not (tmp_path / "run").exists()  # nothing left behind: the corrected command needs no overwrite
 
 
 def test_ddp_with_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
@@ -296,6 +299,9 @@ def test_bad_small_region_weighting_exits_with_status_2(dataset: Path, tmp_path:
     args = train_args(dataset, tmp_path / "run", "data.small_region_weight.classes=[voids]")
     assert main(args) == 2
     assert "small_region_weight" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # a folder the user made for the run stays, empty
+    assert main(train_args(dataset, tmp_path / "empty", "data.small_region_weight.classes=[voids]")) == 2
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
 
 
 @pytest.mark.parametrize("native_bf16, expected", [(True, "bf16-mixed"), (False, "32-true")])

@@ -18,13 +18,14 @@ Run folder::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +78,22 @@ def train(cfg: Any) -> Path | None:
     first_process = rank_zero_only.rank == 0
     _quieten(bool(options["quiet"]))
     start = _initial_package(options)  # checked before the run folder is touched
+    existed = out.exists()
     checkpoint = _prepare_run_folder(out, options, first_process)
     runlog = RunLog("train", options)
-    if start is not None:
-        _start_from(start, options, runlog)
-    pl.seed_everything(int(options["seed"]), workers=True, verbose=False)
-    network = {"class": options["model"]["class"], "args": dict(options["model"]["args"])}
-    with runlog.step("data"):
-        data = build_training_data(options["data"], int(options["seed"]), input_divisor(network["class"], network["args"]))
-    module = SegmentationModule(network, _loss_options(options["loss"]), options["optimizer"], list(data.patch_size),
-                                options["sliding_window"], options["detection"])
-    if start is not None:
-        module.network.load_state_dict(start.network.state_dict())
-    trainer = _build_trainer(options, out)
+    with _cleared_on_user_error(out, existed, fresh=first_process and checkpoint is None):
+        if start is not None:
+            _start_from(start, options, runlog)
+        pl.seed_everything(int(options["seed"]), workers=True, verbose=False)
+        network = {"class": options["model"]["class"], "args": dict(options["model"]["args"])}
+        with runlog.step("data"):
+            data = build_training_data(options["data"], int(options["seed"]),
+                                       input_divisor(network["class"], network["args"]))
+        module = SegmentationModule(network, _loss_options(options["loss"]), options["optimizer"],
+                                    list(data.patch_size), options["sliding_window"], options["detection"])
+        if start is not None:
+            module.network.load_state_dict(start.network.state_dict())
+        trainer = _build_trainer(options, out)
     if first_process:
         log.info("training %s on patches %s; run folder %s", network["class"], list(data.patch_size), out)
     started = time.perf_counter()
@@ -130,6 +134,24 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
         raise UserError(f"{key} is required; set it with {key}=VALUE") from exc
     except OmegaConfBaseException as exc:
         raise UserError(f"bad config ({' '.join(str(exc).split())})") from exc
+
+
+@contextlib.contextmanager
+def _cleared_on_user_error(out: Path, existed: bool, fresh: bool) -> Iterator[None]:
+    """Undo a fresh run folder when a bad setting (data, loss, trainer, ``ema_decay``) shows
+    up before training starts, so that the corrected command runs without ``overwrite=true``.
+
+    Everything in a fresh run's folder was written by this run (a new folder, an empty one,
+    or one ``overwrite`` emptied); an empty folder that was there before stays.
+    """
+    try:
+        yield
+    except UserError:
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+            if existed:
+                out.mkdir(parents=True, exist_ok=True)
+        raise
 
 
 def _initial_package(options: dict[str, Any]) -> Any:
