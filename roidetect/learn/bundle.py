@@ -65,7 +65,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         return models_dir() / str(name_or_path)
     known = ", ".join(shipped_models()) or "none installed"
     raise UserError(f"unknown model {str(name_or_path)!r}: not a model package folder nor a shipped model "
-                    f"(shipped: {known}; or use 'classical')")
+                    f"(shipped: {known}; roidetect predict also takes 'classical')")
 
 
 def read_card(path: str | os.PathLike) -> dict[str, Any]:

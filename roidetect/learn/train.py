@@ -163,14 +163,12 @@ def _initial_package(options: dict[str, Any]) -> Any:
     if not options.get("init"):
         return None
     from roidetect.learn.bundle import load_package
-    from roidetect.resources import shipped_models
 
     init = str(options["init"])
-    folder = Path(init).expanduser()
-    if not folder.is_dir() and init not in shipped_models():
-        raise UserError(f"init={init}: not a model package folder nor a shipped model "
-                        f"(shipped: {', '.join(shipped_models()) or 'none'})")
-    package = load_package(folder if folder.is_dir() else init)
+    try:
+        package = load_package(os.path.expanduser(init))
+    except UserError as exc:
+        raise UserError(f"init={init}: {exc}") from exc
     card = package.card
     if {int(k): v for k, v in card["classes"].items()} != CLASS_NAMES:
         raise UserError(f"init={init}: its classes {card['classes']} are not roidetect's {CLASS_NAMES}")
