@@ -202,7 +202,7 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     if data is None:
         volumes, detection = _training_validation(package)
     else:
-        volumes = _dataset_volumes(data, card)
+        volumes = _calibration_volumes(data, card)
         detection = detection_params(card.get("detection"), {})
     min_detections = int((card.get("config") or {}).get("calibration", {}).get("min_detections", 10))
     modes = validate_modes(package.network, volumes, card["patch_size"], card["sliding_window"], detection,
@@ -233,7 +233,7 @@ def _training_validation(package: Any) -> tuple[list[Any], Any]:
     return list(data.datamodule.val_volumes), detection_params(None, config.get("detection") or {})
 
 
-def _dataset_volumes(path: str | Path, card: Mapping[str, Any]) -> list[Any]:
+def _calibration_volumes(path: str | Path, card: Mapping[str, Any]) -> list[Any]:
     """The annotated volumes of a dataset not marked ``test``, normalised as the card says."""
     from roidetect.errors import UserError
     from roidetect.learn.data import annotated_volumes
