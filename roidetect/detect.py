@@ -80,8 +80,9 @@ class DetectionParams:
     min_score : mapping of class name to float
         Smallest kept ``score`` per class, in [0, 1]: the calibrated probability that a
         detection is real (the raw mean probability for a class without calibration).
-        Classes not listed keep every score. A trained model's card sets it to half the
-        class's validation F1 (:func:`roidetect.learn.calibration.f1_optimal_min_scores`).
+        Classes not listed keep every score. A trained model's card sets it to the score
+        that maximises the class's F1 on its calibration volumes
+        (:func:`roidetect.learn.calibration.f1_optimal_min_scores`).
     """
 
     high_threshold: float = 0.5

@@ -368,13 +368,50 @@ def test_calibration_is_monotone_and_stays_in_unit_interval() -> None:
     assert y[-1] > y[0]
 
 
-def test_min_scores_are_half_the_validation_f1_of_calibrated_classes() -> None:
+def _samples(scores: dict[str, list[float]], matched: dict[str, list[bool]], true: dict[str, int]):
+    from roidetect.learn.calibration import CalibrationSamples
+
+    samples = CalibrationSamples()
+    for name in scores:
+        samples.scores[name], samples.matched[name], samples.true_instances[name] = scores[name], matched[name], true[name]
+    return samples
+
+
+def _f1_at(samples, curve, name: str, threshold: float) -> float:
+    score = np.interp(samples.scores[name], curve["x"], curve["y"])
+    kept = score >= threshold
+    true_kept = np.count_nonzero(kept & np.asarray(samples.matched[name]))
+    return 2 * true_kept / (np.count_nonzero(kept) + samples.true_instances[name])
+
+
+def test_min_score_maximises_the_calibration_f1_and_keeps_what_it_chose() -> None:
+    from roidetect.learn.calibration import f1_optimal_min_scores
+
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(0.3, 1.0, 300)
+    matched = rng.uniform(size=300) < raw ** 3
+    curve = {"x": [0.3, 0.6, 0.8, 1.0], "y": [0.05, 0.2, 0.6, 0.95]}
+    samples = _samples({"crack": raw.tolist()}, {"crack": matched.tolist()}, {"crack": int(matched.sum()) + 40})
+    minimum = f1_optimal_min_scores(samples, {"crack": curve})["crack"]
+    calibrated = np.interp(raw, curve["x"], curve["y"])
+    best = max(_f1_at(samples, curve, "crack", t) for t in np.unique(calibrated))
+    assert _f1_at(samples, curve, "crack", minimum) == pytest.approx(best)
+    assert 0 < minimum < calibrated.max()  # neither everything nor nothing, for this mix
+    # every calibrated score can be reached: rounding never drops the chosen detections
+    assert minimum <= min(c for c in calibrated if c >= minimum)
+
+
+def test_min_score_keeps_every_detection_when_all_are_right_and_skips_unmeasured_classes() -> None:
     from roidetect.learn.calibration import f1_optimal_min_scores
 
     curve = {"x": [0.5, 1.0], "y": [0.1, 0.9]}
-    validation = {"f1_pore": 0.9, "f1_crack": float("nan"), "f1_delamination": 0.31}
-    minimums = f1_optimal_min_scores({"pore": curve, "crack": curve}, validation)
-    assert minimums == {"pore": 0.45}  # crack unmeasured, delamination uncalibrated
+    samples = _samples({"pore": [0.55, 0.7, 0.9], "crack": [0.6, 0.8]},
+                       {"pore": [True, True, True], "crack": [False, False]},
+                       {"pore": 5, "crack": 0})
+    minimums = f1_optimal_min_scores(samples, {"pore": curve, "crack": curve})
+    # pore: all three are real, so the lowest calibrated score (0.1 + 0.8 * 0.1 = 0.18) is the minimum;
+    # crack has no true instance, delamination no curve: no minimum for either
+    assert minimums == {"pore": 0.18}
 
 
 def test_warmup_cosine_schedule() -> None:

@@ -21,33 +21,39 @@ from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES
 
 @dataclass
 class CalibrationSamples:
-    """Raw scores and match outcomes of validation detections, per class name."""
+    """Raw scores and match outcomes of validation detections, and true instance counts, per class name."""
 
     scores: dict[str, list[float]] = field(default_factory=lambda: {CLASS_NAMES[c]: [] for c in DEFECT_CLASSES})
     matched: dict[str, list[bool]] = field(default_factory=lambda: {CLASS_NAMES[c]: [] for c in DEFECT_CLASSES})
+    true_instances: dict[str, int] = field(default_factory=lambda: {CLASS_NAMES[c]: 0 for c in DEFECT_CLASSES})
 
-    def add(self, detections: pd.DataFrame, matches: Mapping[str, list[list[float]]], counted: np.ndarray) -> None:
-        """Add one volume's detections.
+    def add(self, detections: pd.DataFrame, result: Mapping[str, Any], counted: np.ndarray) -> None:
+        """Add one volume's detections and true instances.
 
         Parameters
         ----------
         detections : DataFrame
             :func:`roidetect.detect.detect` table (``id``, ``class``, ``score_raw``).
-        matches : mapping
-            ``evaluate_volumes(...)["matches"]``: per class ``[[pred id, true id, score], ...]``.
+        result : mapping
+            :func:`roidetect.evaluate.evaluate_volumes`' result: ``matches`` (per class
+            ``[[pred id, true id, score], ...]``) and ``instance`` (per class ``tp`` and
+            ``fn``, whose sum is the number of counted true instances).
         counted : ndarray of bool, shape (len(detections),)
             False for detections that lie mostly on unannotated voxels: neither right nor
             wrong, so left out.
         """
         for name in self.scores:
             rows = (detections["class"] == name).to_numpy() & counted
-            matched_ids = {int(pair[0]) for pair in matches.get(name, [])}
+            matched_ids = {int(pair[0]) for pair in result["matches"].get(name, [])}
             self.scores[name] += detections.loc[rows, "score_raw"].astype(float).tolist()
             self.matched[name] += [int(i) in matched_ids for i in detections.loc[rows, "id"]]
+            counts = result["instance"][name]
+            self.true_instances[name] += int(counts["tp"]) + int(counts["fn"])
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """Detections and matches per class."""
-        return {name: {"detections": len(self.scores[name]), "matched": int(sum(self.matched[name]))}
+        """Detections, matches and true instances per class."""
+        return {name: {"detections": len(self.scores[name]), "matched": int(sum(self.matched[name])),
+                       "true": self.true_instances[name]}
                 for name in self.scores}
 
 
@@ -77,30 +83,44 @@ def fit_calibration(samples: CalibrationSamples, min_detections: int = 10) -> di
     return curves
 
 
-def f1_optimal_min_scores(calibration: Mapping[str, Any], validation: Mapping[str, float | None]) -> dict[str, float]:
-    """The smallest calibrated score worth keeping, per class: half its validation F1.
+def f1_optimal_min_scores(samples: CalibrationSamples, calibration: Mapping[str, Any]) -> dict[str, float]:
+    """The calibrated score threshold that maximises each class's F1 on the calibration volumes.
 
-    For calibrated probabilities the F1-maximising decision threshold is half the best
-    achievable F1 (Lipton, Elkan and Naryanaswamy, ECML PKDD 2014); the F1 of all validation
-    detections stands in for the best one (it can only be lower, so the threshold errs on
-    the side of recall).
+    Every distinct calibrated score is tried as a threshold: the detections scoring at
+    least that much are kept, matched ones count as true positives, the others as false
+    positives, and every true instance not among the kept matches as a false negative. The
+    threshold with the highest F1 wins (the lowest of equals, favouring recall). Isotonic
+    calibration gives few distinct scores, so there are few thresholds to choose from. For
+    calibrated probabilities the F1-maximising threshold is half the best F1 (Lipton, Elkan
+    and Naryanaswamy, ECML PKDD 2014); measuring it directly also covers curves that are
+    not perfectly calibrated.
 
     Parameters
     ----------
+    samples : CalibrationSamples
+        The calibration volumes' detections (raw scores, matched or not) and true instances.
     calibration : mapping
         :func:`fit_calibration`'s curves; classes without one get no minimum (their scores
-        are raw mean probabilities, not probabilities of being real).
-    validation : mapping
-        Validation metrics with ``f1_<class name>`` keys (None or NaN when unmeasured).
+        are raw mean probabilities, not probabilities of being real), nor do classes without
+        a true instance.
 
     Returns
     -------
     dict
-        ``{class_name: min_score}``, rounded to 3 decimals.
+        ``{class_name: min_score}``, rounded down to 3 decimals (so the chosen detections
+        still pass).
     """
     minimums = {}
-    for name in calibration:
-        f1 = validation.get(f"f1_{name}")
-        if f1 is not None and np.isfinite(f1):
-            minimums[name] = round(float(f1) / 2, 3)
+    for name, curve in calibration.items():
+        true_total = samples.true_instances[name]
+        if true_total == 0:
+            continue
+        score = np.interp(np.asarray(samples.scores[name], dtype=float), curve["x"], curve["y"])
+        matched = np.asarray(samples.matched[name], dtype=bool)
+        thresholds = np.unique(score)
+        kept_true = np.array([np.count_nonzero(matched & (score >= t)) for t in thresholds])
+        kept = np.array([np.count_nonzero(score >= t) for t in thresholds])
+        f1 = 2 * kept_true / (kept + true_total)
+        best = thresholds[int(np.argmax(f1))]  # thresholds ascend, so ties go to the lowest
+        minimums[name] = float(np.floor(best * 1000) / 1000)
     return minimums

@@ -54,8 +54,8 @@ class ModeValidation:
 
     @property
     def min_score(self) -> dict[str, float]:
-        """Half the validation F1 per calibrated class (:func:`f1_optimal_min_scores`)."""
-        return f1_optimal_min_scores(self.calibration, self.metrics["overall"])
+        """The calibrated score that maximises each calibrated class's F1 (:func:`f1_optimal_min_scores`)."""
+        return f1_optimal_min_scores(self.samples, self.calibration)
 
 
 def validate(network: torch.nn.Module, volumes: Sequence[Any], patch_size: Sequence[int],
@@ -95,7 +95,7 @@ def validate(network: torch.nn.Module, volumes: Sequence[Any], patch_size: Seque
         image = torch.from_numpy(normalise(volume.image, *volume.intensity_range))[None]
         probabilities = volume_probabilities(network, image, patch_size, sliding_window, variants)
         scored = score_volume(probabilities, volume.label, volume.instances, volume.spacing_um, detection)
-        samples.add(scored.detections, scored.result["matches"], scored.counted)
+        samples.add(scored.detections, scored.result, scored.counted)
         totals = scored.counts if totals is None else totals + scored.counts
         per_volume[volume.id] = {"f1_mean": scored.result["mean"]["f1"], "dice_mean": scored.result["mean"]["dice"]}
     overall = metrics_from_counts(totals)
