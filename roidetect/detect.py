@@ -80,9 +80,9 @@ class DetectionParams:
     min_score : mapping of class name to float
         Smallest kept ``score`` per class, in [0, 1]: the calibrated probability that a
         detection is real (the raw mean probability for a class without calibration).
-        Classes not listed keep every score. A trained model's card sets it to the score
-        that maximises the class's F1 on its calibration volumes
-        (:func:`roidetect.learn.calibration.f1_optimal_min_scores`).
+        Classes not listed keep every score. A trained model's card sets it from the class's
+        F1 on its calibration volumes
+        (:func:`roidetect.learn.calibration.min_scores_by_f1`).
     """
 
     high_threshold: float = 0.5

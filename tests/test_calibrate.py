@@ -124,6 +124,9 @@ def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: P
     # Sparse annotation (two slices per volume), one volume kept for testing: calibration
     # uses the other two, and needs no training config.
     dataset = write_tiny_dataset(tmp_path / "mine", annotated_slices=(10, 20), splits=(None, "test", None))
+    spec = json.loads(dataset.read_text())
+    spec["generator"] = {"name": "roidetect.synth", "seed": 201}  # as roidetect synth records it
+    dataset.write_text(json.dumps(spec))
     bare = _bare_copy(trained, tmp_path / "bare")
     original = {p.name: p.read_bytes() for p in bare.iterdir()}
     new = tmp_path / "mine-calibrated"
@@ -132,7 +135,8 @@ def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: P
     assert (new / "weights.safetensors").read_bytes() == original["weights.safetensors"]
     card = json.loads((new / "card.json").read_text())
     assert card["calibration_data"] == {"kind": "dataset", "path": str(dataset.parent.resolve()),
-                                        "volumes": ["vol_0000", "vol_0002"]}
+                                        "name": "tiny", "volumes": ["vol_0000", "vol_0002"],
+                                        "generator": {"name": "roidetect.synth", "seed": 201}}
     assert card["metrics"]["validation"]["volumes"] == 2 and card["tta"]["variants"] == 8
     for section in (card["calibration"], card["tta"]["calibration"]):
         for curve in section.values():

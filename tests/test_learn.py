@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -377,41 +378,51 @@ def _samples(scores: dict[str, list[float]], matched: dict[str, list[bool]], tru
     return samples
 
 
-def _f1_at(samples, curve, name: str, threshold: float) -> float:
+def _f1_at(samples: Any, curve: dict[str, list[float]], name: str, threshold: float) -> float:
     score = np.interp(samples.scores[name], curve["x"], curve["y"])
     kept = score >= threshold
     true_kept = np.count_nonzero(kept & np.asarray(samples.matched[name]))
     return 2 * true_kept / (np.count_nonzero(kept) + samples.true_instances[name])
 
 
-def test_min_score_maximises_the_calibration_f1_and_keeps_what_it_chose() -> None:
-    from roidetect.learn.calibration import f1_optimal_min_scores
+def test_min_score_is_the_highest_threshold_within_one_standard_error_of_the_best_f1() -> None:
+    from roidetect.learn.calibration import min_scores_by_f1
 
     rng = np.random.default_rng(3)
     raw = rng.uniform(0.3, 1.0, 300)
     matched = rng.uniform(size=300) < raw ** 3
     curve = {"x": [0.3, 0.6, 0.8, 1.0], "y": [0.05, 0.2, 0.6, 0.95]}
-    samples = _samples({"crack": raw.tolist()}, {"crack": matched.tolist()}, {"crack": int(matched.sum()) + 40})
-    minimum = f1_optimal_min_scores(samples, {"crack": curve})["crack"]
-    calibrated = np.interp(raw, curve["x"], curve["y"])
-    best = max(_f1_at(samples, curve, "crack", t) for t in np.unique(calibrated))
-    assert _f1_at(samples, curve, "crack", minimum) == pytest.approx(best)
-    assert 0 < minimum < calibrated.max()  # neither everything nor nothing, for this mix
-    # every calibrated score can be reached: rounding never drops the chosen detections
-    assert minimum <= min(c for c in calibrated if c >= minimum)
+    true = int(matched.sum()) + 40
+    samples = _samples({"crack": raw.tolist()}, {"crack": matched.tolist()}, {"crack": true})
+    minimum = min_scores_by_f1(samples, {"crack": curve})["crack"]
+    levels = np.unique(np.interp(raw, curve["x"], curve["y"]))
+    f1 = {t: _f1_at(samples, curve, "crack", t) for t in levels}
+    best = max(f1.values())
+    kept = sum(np.interp(raw, curve["x"], curve["y"]) >= max(f1, key=f1.get))
+    tp = round(best * (kept + true) / 2)
+    standard_error = np.sqrt(best * (1 - best) / (kept + true - tp))
+    assert _f1_at(samples, curve, "crack", minimum) >= best - standard_error
+    assert all(f1[t] < best - standard_error for t in levels if t > minimum + 1e-3)
+    assert 0 < minimum < levels.max()  # neither everything nor nothing, for this mix
+    assert minimum <= min(t for t in levels if t >= minimum)  # rounding keeps the chosen detections
 
 
-def test_min_score_keeps_every_detection_when_all_are_right_and_skips_unmeasured_classes() -> None:
-    from roidetect.learn.calibration import f1_optimal_min_scores
+def test_min_score_drops_detections_that_add_nothing_and_keeps_those_that_do() -> None:
+    from roidetect.learn.calibration import min_scores_by_f1
 
-    curve = {"x": [0.5, 1.0], "y": [0.1, 0.9]}
-    samples = _samples({"pore": [0.55, 0.7, 0.9], "crack": [0.6, 0.8]},
-                       {"pore": [True, True, True], "crack": [False, False]},
-                       {"pore": 5, "crack": 0})
-    minimums = f1_optimal_min_scores(samples, {"pore": curve, "crack": curve})
-    # pore: all three are real, so the lowest calibrated score (0.1 + 0.8 * 0.1 = 0.18) is the minimum;
-    # crack has no true instance, delamination no curve: no minimum for either
-    assert minimums == {"pore": 0.18}
+    curve = {"x": [0.5, 1.0], "y": [0.0, 1.0]}
+    # pore: 200 real detections at calibrated 0.9 and 200 more real ones at 0.2: keeping the
+    # low ones doubles the recall, so everything is kept. crack: 200 real at 0.9, and at 0.2
+    # a mix of 10 real and 30 false that leaves F1 level: the higher threshold is kept.
+    samples = _samples({"pore": [0.95] * 200 + [0.6] * 200, "crack": [0.95] * 200 + [0.6] * 40,
+                        "delamination": [0.9, 0.7]},
+                       {"pore": [True] * 400, "crack": [True] * 210 + [False] * 30,
+                        "delamination": [False, False]},
+                       {"pore": 400, "crack": 400, "delamination": 0})
+    minimums = min_scores_by_f1(samples, {"pore": curve, "crack": curve, "delamination": curve})
+    assert minimums["pore"] <= 0.2 and 0.89 < minimums["crack"] <= 0.9
+    assert "delamination" not in minimums  # no true instance: no minimum
+    assert min_scores_by_f1(samples, {}) == {}  # uncalibrated classes keep raw scores
 
 
 def test_warmup_cosine_schedule() -> None:

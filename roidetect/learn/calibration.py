@@ -83,17 +83,21 @@ def fit_calibration(samples: CalibrationSamples, min_detections: int = 10) -> di
     return curves
 
 
-def f1_optimal_min_scores(samples: CalibrationSamples, calibration: Mapping[str, Any]) -> dict[str, float]:
-    """The calibrated score threshold that maximises each class's F1 on the calibration volumes.
+def min_scores_by_f1(samples: CalibrationSamples, calibration: Mapping[str, Any]) -> dict[str, float]:
+    """The calibrated score threshold of each class: the F1-best one, or a higher one as good.
 
     Every distinct calibrated score is tried as a threshold: the detections scoring at
     least that much are kept, matched ones count as true positives, the others as false
-    positives, and every true instance not among the kept matches as a false negative. The
-    threshold with the highest F1 wins (the lowest of equals, favouring recall). Isotonic
-    calibration gives few distinct scores, so there are few thresholds to choose from. For
-    calibrated probabilities the F1-maximising threshold is half the best F1 (Lipton, Elkan
-    and Naryanaswamy, ECML PKDD 2014); measuring it directly also covers curves that are
-    not perfectly calibrated.
+    positives, and every true instance not among the kept matches as a false negative.
+    Isotonic calibration gives few distinct scores, so there are few thresholds. Of those
+    whose F1 lies within one standard error of the best F1, the highest is chosen (the
+    one-standard-error rule): where the calibration volumes cannot tell thresholds apart,
+    the extra detections a lower one keeps add nothing measurable there, and on scans unlike
+    the calibration volumes low-scoring detections are the likeliest to be false (each is a
+    candidate for a destructive milling site). The standard error is that of a proportion,
+    ``sqrt(F1 (1 - F1) / (TP + FP + FN))`` at the best threshold. For calibrated
+    probabilities the F1-maximising threshold is half the best F1 (Lipton, Elkan and
+    Naryanaswamy, ECML PKDD 2014); measuring F1 directly also covers imperfect curves.
 
     Parameters
     ----------
@@ -117,10 +121,13 @@ def f1_optimal_min_scores(samples: CalibrationSamples, calibration: Mapping[str,
             continue
         score = np.interp(np.asarray(samples.scores[name], dtype=float), curve["x"], curve["y"])
         matched = np.asarray(samples.matched[name], dtype=bool)
-        thresholds = np.unique(score)
+        thresholds = np.unique(score)  # ascending
         kept_true = np.array([np.count_nonzero(matched & (score >= t)) for t in thresholds])
         kept = np.array([np.count_nonzero(score >= t) for t in thresholds])
         f1 = 2 * kept_true / (kept + true_total)
-        best = thresholds[int(np.argmax(f1))]  # thresholds ascend, so ties go to the lowest
-        minimums[name] = float(np.floor(best * 1000) / 1000)
+        best = int(np.argmax(f1))
+        involved = kept[best] + true_total - kept_true[best]  # TP + FP + FN
+        standard_error = np.sqrt(f1[best] * (1 - f1[best]) / involved)
+        chosen = thresholds[np.flatnonzero(f1 >= f1[best] - standard_error).max()]
+        minimums[name] = float(np.floor(chosen * 1000) / 1000)
     return minimums

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from roidetect.inference.network import Augmentation, augmentations
-from roidetect.learn.calibration import CalibrationSamples, f1_optimal_min_scores, fit_calibration
+from roidetect.learn.calibration import CalibrationSamples, min_scores_by_f1, fit_calibration
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class ModeValidation:
 
     @property
     def min_score(self) -> dict[str, float]:
-        """The calibrated score that maximises each calibrated class's F1 (:func:`f1_optimal_min_scores`)."""
-        return f1_optimal_min_scores(self.samples, self.calibration)
+        """Per calibrated class, the highest score threshold as good as the F1-best one (:func:`min_scores_by_f1`)."""
+        return min_scores_by_f1(self.samples, self.calibration)
 
 
 def validate(network: torch.nn.Module, volumes: Sequence[Any], patch_size: Sequence[int],
@@ -119,13 +119,19 @@ def calibration_source(volumes: Sequence[Any], dataset: str | Path | None = None
     """The card's ``calibration_data``: which volumes the calibration was fitted on.
 
     ``{"kind": "validation", "volumes": [ids]}`` for the training run's validation volumes,
-    ``{"kind": "dataset", "path": ..., "volumes": [ids]}`` for a dataset given to
-    ``roidetect calibrate --data``.
+    ``{"kind": "dataset", "path": ..., "name": ..., "volumes": [ids]}`` for a dataset given
+    to ``roidetect calibrate --data``, with the dataset's ``generator`` record when it has
+    one (phantoms from ``roidetect synth``: seed, preset and settings, so they can be made
+    again where the path does not exist).
     """
+    from roidetect.learn.dataset import read_dataset
+
     ids = [str(v.id) for v in volumes]
     if dataset is None:
         return {"kind": "validation", "volumes": ids}
-    return {"kind": "dataset", "path": str(Path(dataset).resolve()), "volumes": ids}
+    spec = read_dataset(dataset)
+    source = {"kind": "dataset", "path": str(spec.path.parent.resolve()), "name": spec.name, "volumes": ids}
+    return source | ({"generator": spec.generator} if spec.generator else {})
 
 
 def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidation],
