@@ -369,12 +369,14 @@ def test_calibration_is_monotone_and_stays_in_unit_interval() -> None:
     assert y[-1] > y[0]
 
 
-def _samples(scores: dict[str, list[float]], matched: dict[str, list[bool]], true: dict[str, int]):
+def _samples(scores: dict[str, list[float]], matched: dict[str, list[bool]], true: dict[str, int]) -> Any:
+    """CalibrationSamples holding the given raw scores, match outcomes and true instance counts."""
     from roidetect.learn.calibration import CalibrationSamples
 
     samples = CalibrationSamples()
     for name in scores:
-        samples.scores[name], samples.matched[name], samples.true_instances[name] = scores[name], matched[name], true[name]
+        samples.scores[name], samples.matched[name] = scores[name], matched[name]
+        samples.true_instances[name] = true[name]
     return samples
 
 

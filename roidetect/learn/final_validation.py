@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from roidetect.inference.network import Augmentation, augmentations
-from roidetect.learn.calibration import CalibrationSamples, min_scores_by_f1, fit_calibration
+from roidetect.learn.calibration import CalibrationSamples, fit_calibration, min_scores_by_f1
 
 log = logging.getLogger(__name__)
 
