@@ -23,6 +23,17 @@ def test_default_model_ships_small_with_its_card_and_loads_without_pickle():
     assert not package.network.training
 
 
+def test_a_model_folder_may_be_given_from_the_home_directory(tmp_path, monkeypatch):
+    import shutil
+
+    from roidetect.learn.bundle import resolve_model_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(models_dir() / "default", tmp_path / "mine")
+    assert resolve_model_path("~/mine") == tmp_path / "mine"
+    assert load_package("~/mine").card["name"] == "default"
+
+
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"

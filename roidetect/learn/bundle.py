@@ -57,8 +57,8 @@ class ModelPackage:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """Turn a model package folder or the name of a shipped model into a folder path."""
-    candidate = Path(name_or_path)
+    """Turn a model package folder (``~`` expanded) or the name of a shipped model into a folder path."""
+    candidate = Path(name_or_path).expanduser()
     if candidate.is_dir():
         return candidate
     if str(name_or_path) in shipped_models():

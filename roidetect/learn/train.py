@@ -166,7 +166,7 @@ def _initial_package(options: dict[str, Any]) -> Any:
 
     init = str(options["init"])
     try:
-        package = load_package(os.path.expanduser(init))
+        package = load_package(init)
     except UserError as exc:
         raise UserError(f"init={init}: {exc}") from exc
     card = package.card
