@@ -26,6 +26,11 @@ NUM_CLASSES = len(CLASS_NAMES)
 
 CLASS_IDS: dict[str, int] = {name: cid for cid, name in CLASS_NAMES.items()}
 
+DATASET_FILE = "dataset.json"
+DATASET_FORMAT = "roidetect-dataset/1"
+"""The ``format`` of an annotated dataset's ``DATASET_FILE`` (images, labels in this scheme,
+splits): ``roidetect synth`` writes it, training and ``roidetect calibrate --data`` read it."""
+
 COLOURS_RGB: dict[int, tuple[int, int, int]] = {
     BACKGROUND: (0, 0, 0),
     PORE: (0, 158, 255),

@@ -19,9 +19,8 @@ import numpy as np
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
+from roidetect.labels import DATASET_FILE, DATASET_FORMAT
 
-DATASET_FORMAT = "roidetect-dataset/1"
-DATASET_FILE = "dataset.json"
 SPLITS = ("train", "val", "test")
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from roidetect import __version__
 from roidetect.atomic import atomic_dir, check_output_dir
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, IGNORE
+from roidetect.labels import CLASS_NAMES, DATASET_FILE, DATASET_FORMAT, DEFECT_CLASSES, IGNORE
 from roidetect.runlog import RunLog
 from roidetect.synth.geometry import check_phases, load_geometry
 from roidetect.synth.params import SynthParams, apply_overrides
@@ -38,8 +38,6 @@ from roidetect.synth.phantom import make_phantom
 from roidetect.synth.presets import ANY, get_preset
 from roidetect.synth.preview import write_preview
 from roidetect.volume import write_json, write_tiff
-
-DATASET_FORMAT = "roidetect-dataset/1"
 
 
 def volume_seeds(seed: int, n: int) -> list[int]:
@@ -105,7 +103,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
             entries = _run_jobs(tmp, jobs, kwargs, preview, min(workers, len(jobs)), quiet)
         entries.sort(key=lambda e: e["id"])
         totals = {CLASS_NAMES[c]: sum(e["counts"][CLASS_NAMES[c]] for e in entries) for c in DEFECT_CLASSES}
-        write_json(tmp / "dataset.json", {
+        write_json(tmp / DATASET_FILE, {
             "format": DATASET_FORMAT,
             "name": name or f"phantoms-{preset}",
             "classes": {str(k): v for k, v in CLASS_NAMES.items()},

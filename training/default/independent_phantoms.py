@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from roidetect.labels import CLASS_NAMES, IGNORE
-from roidetect.learn.dataset import DATASET_FORMAT
+from roidetect.labels import CLASS_NAMES, DATASET_FILE, DATASET_FORMAT, IGNORE
 from roidetect.volume import write_json, write_tiff
 
 VOXEL_UM = 0.05
@@ -215,7 +214,7 @@ def main() -> None:
         if args.test_from is not None and i >= args.test_from:
             volumes[-1]["split"] = "test"
         print(vid, image.dtype, counts, flush=True)
-    write_json(args.out / "dataset.json", {
+    write_json(args.out / DATASET_FILE, {
         "format": DATASET_FORMAT, "name": args.out.name,
         "classes": {str(k): v for k, v in CLASS_NAMES.items()},
         "ignore_label": IGNORE, "volumes": volumes})
