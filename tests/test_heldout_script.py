@@ -65,10 +65,27 @@ def test_manifest_entries_become_gaps(heldout, tmp_path: Path) -> None:
                 "side": "particle"},
                {"id": 3, "class": "delamination", "signal": 4.0, "volume_um3": 0.5, "interface": "coating-collector"},
                {"id": 4, "class": "pore", "volume_um3": 0.01}]
-    (tmp_path / "manifests" / "v.json").write_text(json.dumps({"defects": entries}))
+    entries[1]["wall_vox"] = 3.0
+    manifest = {"defects": entries, "voxel_size_um": [0.05] * 3, "imaging": {"resolution_um_used": 0.1}}
+    (tmp_path / "manifests" / "v.json").write_text(json.dumps(manifest))
     gaps = heldout.delamination_gaps(tmp_path, {"manifest": "manifests/v.json"})
     assert {i: g.opened for i, g in gaps.items()} == {1: "CBD side", 2: "particle side", 3: "collector"}
     assert gaps[2].signal == 3.0 and gaps[3].volume_um3 == 0.5
+    assert gaps[2].wall == pytest.approx(1.5)          # 3 voxels of 50 nm behind a 100 nm resolution
+    assert gaps[1].wall is None and gaps[3].wall is None
+
+
+def test_recall_by_wall_bins_particle_cbd_gaps_by_side(heldout) -> None:
+    gap = heldout.Gap
+    pairs = [(gap(2.0, 0.01, "CBD side", 0.3), False), (gap(2.0, 0.01, "CBD side", 1.2), True),
+             (gap(2.0, 0.01, "particle side", 0.7), True), (gap(2.0, 0.01, "particle side", 0.9), False),
+             (gap(2.0, 0.5, "collector"), True)]
+    rows = {(r["opened"], r["wall_from"]): r for r in heldout.recall_by_wall(pairs)}
+    assert rows[("CBD side", 0.0)]["true"] == 1 and rows[("CBD side", 0.0)]["found"] == 0
+    assert rows[("CBD side", 1.0)]["recall"] == 1.0
+    assert rows[("particle side", 0.5)]["true"] == 2 and rows[("particle side", 0.5)]["recall"] == 0.5
+    assert sum(r["true"] for r in rows.values()) == 4  # the collector gap has no CBD wall
+    assert heldout.recall_by_wall([(gap(2.0, 0.01, "CBD side"), True)]) is None  # manifest without walls
 
 
 def test_pooled_sums_counts_over_volumes(heldout) -> None:

@@ -118,6 +118,7 @@ def test_particle_delaminations_keep_a_cbd_wall_towards_the_pores(wall, side):
     assert {d["side"] for d in _defects(phantom, DELAMINATION)} == {side}
     pore_space = (phantom.phases == VOID) & (phantom.labels == 0)
     assert ndimage.distance_transform_edt(~pore_space)[gaps].min() > wall
+    assert all(d["wall_vox"] > wall - 1 for d in _defects(phantom, DELAMINATION))  # the manifest's record of it
 
 
 def test_receding_particle_leaves_its_gap_inside_its_old_outline():

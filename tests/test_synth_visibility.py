@@ -12,7 +12,7 @@ from roidetect.synth.defects import DefectSet, unlabel
 from roidetect.synth.params import SynthParams
 from roidetect.synth.phantom import enclosed_voids, resolvable_gaps
 from roidetect.synth.phases import ACTIVE, BINDER, VOID
-from roidetect.synth.visibility import gap_signals
+from roidetect.synth.visibility import MAX_WALL_VOX, gap_signals, gap_walls
 
 
 def test_enclosed_voids_are_defect_only_components() -> None:
@@ -108,6 +108,28 @@ def test_gap_signal_is_the_drop_over_the_random_spread() -> None:
     signals = gap_signals(image, filled, other, instances, [1, 2], phases)
     assert signals[1] == pytest.approx(2.5, rel=0.05)
     assert signals[2] == pytest.approx(0.5, rel=0.05)
+
+
+def test_gap_wall_is_the_thinnest_solid_towards_the_open_pores() -> None:
+    phases = np.full((16, 16, 16), BINDER, np.uint8)
+    labels = np.zeros(phases.shape, np.uint8)
+    instances = np.zeros(phases.shape, np.uint32)
+    phases[:, :, :2] = VOID                                     # open pore space: x < 2
+    phases[4:8, 4:8, 5:7] = VOID                                # gap 1: three CBD voxels (x 2-4) before the pores
+    phases[4:8, 4:8, 11] = VOID                                 # gap 2: nine (x 2-10)...
+    phases[12, 12, 3:12] = VOID                                 # ...but here it reaches x = 3: one voxel (x 2)
+    labels[phases == VOID] = DELAMINATION
+    labels[:, :, :2] = 0
+    instances[4:8, 4:8, 5:7] = 1
+    instances[4:8, 4:8, 11] = instances[12, 12, 3:12] = 2       # one gap in two pieces
+    phases[0, 0, 8] = VOID                                      # a pore (labelled) is not open pore space
+    labels[0, 0, 8] = PORE
+    walls = gap_walls(phases, labels, instances, [1, 2])
+    assert walls == {1: 3.0, 2: 1.0}
+    assert gap_walls(np.full(phases.shape, BINDER, np.uint8), labels, instances, [1]) == {1: MAX_WALL_VOX}
+    phases[:, :, :2] = BINDER
+    phases[:, :, 15] = VOID                                     # pores beyond the maximum from gap 1 only
+    assert gap_walls(phases, labels, instances, [1, 2]) == {1: MAX_WALL_VOX, 2: 3.0}
 
 
 def test_receded_gap_is_measured_against_the_cbd_not_the_particle() -> None:

@@ -30,7 +30,7 @@ from roidetect.synth.microstructure import Microstructure, generate_microstructu
 from roidetect.synth.params import SynthParams, apply_overrides
 from roidetect.synth.phases import BINDER, VOID
 from roidetect.synth.presets import get_preset, randomise_params
-from roidetect.synth.visibility import gap_signals
+from roidetect.synth.visibility import gap_signals, gap_walls
 
 DEFAULT_SHAPE = (128, 128, 128)
 DEFAULT_VOXEL_SIZE_UM = 0.05
@@ -229,7 +229,8 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
                      image: np.ndarray, params: SynthParams, spacing: tuple[float, float, float],
                      rngs: tuple[np.random.Generator, np.random.Generator]) -> tuple[DefectSet, list[dict[str, Any]]]:
     """Measure every delamination's signal (:mod:`roidetect.synth.visibility`); those under
-    the minimum leave the truth and become not annotated (label 255, instance 0).
+    the minimum leave the truth and become not annotated (label 255, instance 0). Particle/CBD
+    gaps also get the thinnest CBD wall towards the pores (``wall_vox``).
 
     ``before`` holds the phase and particle maps before the defects were cut; ``rngs`` are a
     copy of the imaging stream as it was before the scan was made, and an independent one.
@@ -248,12 +249,16 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
     ids = [r["id"] for r in defects.records if r["class_id"] == DELAMINATION]
     emptied = np.where(before[0] != VOID, defects.instances, 0)  # a collector gap also holds old pores
     signals = gap_signals(image, filled, filled_other, emptied, ids, phases)
+    particle_gaps = [r["id"] for r in defects.records if r.get("interface") == "particle-binder"]
+    walls = gap_walls(micro.phases, defects.labels, defects.instances, particle_gaps)
     for record in defects.records:
         if record["id"] in signals:
             record["signal"] = round(signals[record["id"]], 3)
+        if record["id"] in walls:
+            record["wall_vox"] = round(walls[record["id"]], 3)
     faint = [i for i in ids if signals[i] < params.defects.delamination_min_signal]
     defects, removed = unlabel(defects, faint, fill=IGNORE)
-    return defects, [{key: r[key] for key in ("class", "interface", "side", "gap_vox", "signal") if key in r}
+    return defects, [{key: r[key] for key in ("class", "interface", "side", "gap_vox", "signal", "wall_vox") if key in r}
                      for r in removed]
 
 

@@ -15,6 +15,10 @@ cancels). Gaps below ``DefectParams.delamination_min_signal`` stay in the phanto
 the ground truth: their voxels are labelled 255 (not annotated), so training skips them and
 evaluation counts a prediction on them neither right nor wrong; the manifest lists them as
 ``unannotated``.
+
+What tells a particle/CBD gap from the pore space beside the particle is the CBD wall
+between them; :func:`gap_walls` measures its thinnest point (the manifest's ``wall_vox``),
+to compare with the scan's resolution.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from roidetect.synth.phases import BINDER, PARTICLE_PHASES
+from roidetect.labels import BACKGROUND
+from roidetect.synth.phases import BINDER, PARTICLE_PHASES, VOID
 
 _MIN_REFERENCE_VOXELS = 100
+MAX_WALL_VOX = 8.0
+"""Walls at least this thick (voxels) are recorded as this: far thicker than any resolution."""
 
 
 def gap_signals(image: np.ndarray, filled: np.ndarray, filled_other: np.ndarray, instances: np.ndarray,
@@ -58,6 +65,40 @@ def gap_signals(image: np.ndarray, filled: np.ndarray, filled_other: np.ndarray,
     drop = filled.astype(np.float64) - image.astype(np.float64)
     means = ndimage.mean(drop, instances, ids)
     return {int(i): float(np.nan_to_num(m) / spread) for i, m in zip(ids, means)}
+
+
+def gap_walls(phases: np.ndarray, labels: np.ndarray, instances: np.ndarray, ids: list[int]) -> dict[int, float]:
+    """Thinnest solid between each gap and the open pore space, in voxels, up to :data:`MAX_WALL_VOX`.
+
+    Parameters
+    ----------
+    phases : uint8 ndarray (Z, Y, X)
+        Phase map with the defects cut.
+    labels : uint8 ndarray (Z, Y, X)
+        Class labels; the open pore space is void labelled background.
+    instances : int ndarray (Z, Y, X)
+        Defect ids.
+    ids : list of int
+        The gaps to measure.
+
+    Returns
+    -------
+    dict
+        id -> the smallest distance from a voxel of the gap to a voxel of pore space, less
+        one (the voxels in between); :data:`MAX_WALL_VOX` where the wall is at least that
+        thick. Measured in the gap's bounding box widened by the maximum, so it costs a
+        small part of a full distance transform.
+    """
+    margin = int(MAX_WALL_VOX) + 1   # a pore voxel within margin of a gap voxel lies in the widened box
+    boxes = ndimage.find_objects(instances)
+    walls = {}
+    for i in ids:
+        box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n))
+                    for s, n in zip(boxes[i - 1], instances.shape))
+        pore_space = (phases[box] == VOID) & (labels[box] == BACKGROUND)
+        nearest = ndimage.distance_transform_edt(~pore_space)[instances[box] == i].min() if pore_space.any() else np.inf
+        walls[int(i)] = float(min(nearest - 1.0, MAX_WALL_VOX))
+    return walls
 
 
 def _random_spread(difference: np.ndarray, phases: np.ndarray) -> float:

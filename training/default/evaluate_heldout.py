@@ -10,8 +10,9 @@ once with ``--model MODEL`` (``--tta`` adds ``--tta`` to its predict) and once w
 volumes of a dataset and over all datasets, and writes ``OUT/heldout.json`` and
 ``OUT/heldout.md`` (the model card's table). It also pools the recall of annotated
 delaminations by how strongly each darkens its scan (the ``signal`` in the phantoms'
-manifests, :mod:`roidetect.synth.visibility`) and by where each opened (on the CBD's side,
-on the particle's side, at the collector).
+manifests, :mod:`roidetect.synth.visibility`), by where each opened (on the CBD's side,
+on the particle's side, at the collector) and, for gaps between a particle and the CBD, by
+the thinnest CBD wall between the gap and the pores (``wall_vox``) in resolutions of the scan.
 
 Usage::
 
@@ -33,6 +34,7 @@ from roidetect.cli import main as roidetect
 CLASSES = ("pore", "crack", "delamination")
 SIGNAL_BINS = (1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
 OPENINGS = ("CBD side", "particle side", "collector")
+WALL_BINS = (0.0, 0.5, 1.0, float("inf"))  # CBD wall behind a gap, in resolutions (FWHM) of its scan
 TRAIN_SEED_LIMIT = 2**30  # training phantoms use seeds below this (roidetect.learn.data.TRAIN_SEEDS)
 
 
@@ -77,6 +79,7 @@ class Gap(NamedTuple):
     signal: float      # mean darkening in noise standard deviations (roidetect.synth.visibility)
     volume_um3: float
     opened: str        # where it opened: "CBD side", "particle side" or "collector"
+    wall: float | None = None  # thinnest CBD wall towards the pores, in resolutions; None at the collector
 
 
 def delamination_gaps(dataset: Path, volume: dict) -> dict[int, Gap] | None:
@@ -88,7 +91,16 @@ def delamination_gaps(dataset: Path, volume: dict) -> dict[int, Gap] | None:
     gaps = [d for d in manifest["defects"] if d["class"] == "delamination"]
     if not all("signal" in d and "volume_um3" in d for d in gaps):
         return None
-    return {int(d["id"]): Gap(float(d["signal"]), float(d["volume_um3"]), _opened(d)) for d in gaps}
+    return {int(d["id"]): Gap(float(d["signal"]), float(d["volume_um3"]), _opened(d), _wall(d, manifest))
+            for d in gaps}
+
+
+def _wall(entry: dict, manifest: dict) -> float | None:
+    """A gap's ``wall_vox`` in resolutions (FWHM) of its scan; None where not recorded."""
+    if "wall_vox" not in entry:
+        return None
+    voxel_um = sum(manifest["voxel_size_um"]) / len(manifest["voxel_size_um"])
+    return entry["wall_vox"] * voxel_um / manifest["imaging"]["resolution_um_used"]
 
 
 def _opened(entry: dict) -> str:
@@ -126,6 +138,17 @@ def recall_by_opening(pairs: list[tuple[Gap, bool]]) -> list[dict[str, Any]]:
             for opened in OPENINGS]
 
 
+def recall_by_wall(pairs: list[tuple[Gap, bool]]) -> list[dict[str, Any]] | None:
+    """Recall of particle/CBD gaps per side and wall bin (:data:`WALL_BINS`); None when a
+    manifest predates ``wall_vox``."""
+    sides = [pair for pair in pairs if pair[0].opened != "collector"]
+    if any(gap.wall is None for gap, _ in sides):
+        return None
+    return [{"opened": opened, "wall_from": lo, "wall_to": hi,
+             **_recall([found for gap, found in sides if gap.opened == opened and lo <= gap.wall < hi])}
+            for opened in OPENINGS[:2] for lo, hi in zip(WALL_BINS[:-1], WALL_BINS[1:])]
+
+
 def _recall(hits: list[bool]) -> dict[str, Any]:
     return {"true": len(hits), "found": sum(hits), "recall": sum(hits) / len(hits) if hits else float("nan")}
 
@@ -152,6 +175,12 @@ def markdown(summary: dict) -> str:
                            by_signal)
     lines += _recall_table("Delamination recall by where the gap opened (all sets):", "opened on",
                            [r["opened"] for r in by_opening["model"]], by_opening)
+    by_wall = summary["all"].get("delamination_recall_by_wall")
+    if by_wall:
+        lines += _recall_table("Particle/CBD gaps by the thinnest CBD wall between gap and pores, in resolutions "
+                               "(FWHM) of the scan (all sets):", "opened on, wall",
+                               [f"{r['opened']}, {r['wall_from']:g}-{r['wall_to']:g}" for r in by_wall["model"]],
+                               by_wall)
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +227,9 @@ def main() -> None:
         pairs = {m: counted_gaps(gaps, r) for m, r in everything.items()}
         summary["all"]["delamination_recall_by_signal"] = {m: recall_by_signal(p) for m, p in pairs.items()}
         summary["all"]["delamination_recall_by_opening"] = {m: recall_by_opening(p) for m, p in pairs.items()}
+        by_wall = {m: recall_by_wall(p) for m, p in pairs.items()}
+        if all(rows is not None for rows in by_wall.values()):
+            summary["all"]["delamination_recall_by_wall"] = by_wall
     write_text(args.out / "heldout.json", json.dumps(summary, indent=2) + "\n")
     write_text(args.out / "heldout.md", markdown(summary))
     print(markdown(summary))
