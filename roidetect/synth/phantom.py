@@ -258,8 +258,8 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
             record["wall_vox"] = round(walls[record["id"]], 3)
     faint = [i for i in ids if signals[i] < params.defects.delamination_min_signal]
     defects, removed = unlabel(defects, faint, fill=IGNORE)
-    return defects, [{key: r[key] for key in ("class", "interface", "side", "gap_vox", "signal", "wall_vox") if key in r}
-                     for r in removed]
+    kept = ("class", "interface", "side", "gap_vox", "signal", "wall_vox")
+    return defects, [{key: r[key] for key in kept if key in r} for r in removed]
 
 
 def resolvable_gaps(params: SynthParams, spacing: tuple[float, float, float]) -> SynthParams:

@@ -31,7 +31,7 @@ from roidetect.synth.phases import BINDER, PARTICLE_PHASES, VOID
 
 _MIN_REFERENCE_VOXELS = 100
 MAX_WALL_VOX = 8.0
-"""Walls at least this thick (voxels) are recorded as this: far thicker than any resolution."""
+"""Walls at least this thick (voxels) are recorded as this (randomised scans resolve 1-5 voxels)."""
 
 
 def gap_signals(image: np.ndarray, filled: np.ndarray, filled_other: np.ndarray, instances: np.ndarray,
