@@ -33,7 +33,8 @@ from roidetect.cli import main as roidetect
 
 CLASSES = ("pore", "crack", "delamination")
 SIGNAL_BINS = (1.0, 1.5, 2.0, 3.0, 5.0, float("inf"))
-OPENINGS = ("CBD side", "particle side", "collector")
+PARTICLE_SIDES = ("CBD side", "particle side")  # gaps between a particle and the CBD
+OPENINGS = (*PARTICLE_SIDES, "collector")
 WALL_BINS = (0.0, 0.5, 1.0, float("inf"))  # CBD wall behind a gap, in resolutions (FWHM) of its scan
 TRAIN_SEED_LIMIT = 2**30  # training phantoms use seeds below this (roidetect.learn.data.TRAIN_SEEDS)
 
@@ -141,12 +142,12 @@ def recall_by_opening(pairs: list[tuple[Gap, bool]]) -> list[dict[str, Any]]:
 def recall_by_wall(pairs: list[tuple[Gap, bool]]) -> list[dict[str, Any]] | None:
     """Recall of particle/CBD gaps per side and wall bin (:data:`WALL_BINS`); None when a
     manifest predates ``wall_vox``."""
-    sides = [pair for pair in pairs if pair[0].opened != "collector"]
+    sides = [pair for pair in pairs if pair[0].opened in PARTICLE_SIDES]
     if any(gap.wall is None for gap, _ in sides):
         return None
     return [{"opened": opened, "wall_from": lo, "wall_to": hi,
              **_recall([found for gap, found in sides if gap.opened == opened and lo <= gap.wall < hi])}
-            for opened in OPENINGS[:2] for lo, hi in zip(WALL_BINS[:-1], WALL_BINS[1:])]
+            for opened in PARTICLE_SIDES for lo, hi in zip(WALL_BINS[:-1], WALL_BINS[1:])]
 
 
 def _recall(hits: list[bool]) -> dict[str, Any]:
