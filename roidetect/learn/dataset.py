@@ -19,7 +19,6 @@ import numpy as np
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
-from roidetect.labels import DATASET_FILE, DATASET_FORMAT
 
 SPLITS = ("train", "val", "test")
 
@@ -78,7 +77,7 @@ class LoadedVolume:
 def dataset_json_path(path: str | os.PathLike) -> Path:
     """``path`` itself if it is a file, else ``path/dataset.json``."""
     path = Path(path).expanduser()
-    return path / DATASET_FILE if path.is_dir() else path
+    return path / label_scheme.DATASET_FILE if path.is_dir() else path
 
 
 def read_dataset(path: str | os.PathLike) -> DatasetSpec:
@@ -98,8 +97,8 @@ def read_dataset(path: str | os.PathLike) -> DatasetSpec:
         raw = json.loads(json_path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{json_path}: not valid JSON ({exc})") from exc
-    if raw.get("format") != DATASET_FORMAT:
-        raise UserError(f"{json_path}: 'format' must be {DATASET_FORMAT!r}, got {raw.get('format')!r}")
+    if raw.get("format") != label_scheme.DATASET_FORMAT:
+        raise UserError(f"{json_path}: 'format' must be {label_scheme.DATASET_FORMAT!r}, got {raw.get('format')!r}")
     classes = _check_classes(json_path, raw.get("classes", {str(k): v for k, v in label_scheme.CLASS_NAMES.items()}))
     volumes = raw.get("volumes")
     if not isinstance(volumes, list) or not volumes:
