@@ -134,7 +134,7 @@ def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: P
     assert {p.name: p.read_bytes() for p in bare.iterdir()} == original
     assert (new / "weights.safetensors").read_bytes() == original["weights.safetensors"]
     card = json.loads((new / "card.json").read_text())
-    assert card["calibration_data"] == {"kind": "dataset", "path": str(dataset.parent.resolve()),
+    assert card["calibration_data"] == {"kind": "dataset", "path": str(dataset.parent),
                                         "name": "tiny", "volumes": ["vol_0000", "vol_0002"],
                                         "generator": {"name": "roidetect.synth", "seed": 201}}
     assert card["metrics"]["validation"]["volumes"] == 2 and card["tta"]["variants"] == 8

@@ -120,7 +120,8 @@ def calibration_source(volumes: Sequence[Any], dataset: str | Path | None = None
 
     ``{"kind": "validation", "volumes": [ids]}`` for the training run's validation volumes,
     ``{"kind": "dataset", "path": ..., "name": ..., "volumes": [ids]}`` for a dataset given
-    to ``roidetect calibrate --data``, with the dataset's ``generator`` record when it has
+    to ``roidetect calibrate --data`` (its folder as given: a card shared with others
+    carries no one's absolute paths), with the dataset's ``generator`` record when it has
     one (phantoms from ``roidetect synth``: seed, preset and settings, so they can be made
     again where the path does not exist).
     """
@@ -130,7 +131,7 @@ def calibration_source(volumes: Sequence[Any], dataset: str | Path | None = None
     if dataset is None:
         return {"kind": "validation", "volumes": ids}
     spec = read_dataset(dataset)
-    source = {"kind": "dataset", "path": str(spec.path.parent.resolve()), "name": spec.name, "volumes": ids}
+    source = {"kind": "dataset", "path": str(spec.path.parent), "name": spec.name, "volumes": ids}
     return source | ({"generator": spec.generator} if spec.generator else {})
 
 
