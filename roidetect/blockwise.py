@@ -33,10 +33,6 @@ class Block:
     padded: tuple[slice, slice, slice]
     core_in_padded: tuple[slice, slice, slice]
 
-    @property
-    def core_shape(self) -> tuple[int, int, int]:
-        return tuple(s.stop - s.start for s in self.core)  # type: ignore[return-value]
-
 
 def _triplet(value: int | Sequence[int]) -> tuple[int, int, int]:
     values = np.broadcast_to(np.asarray(value, dtype=int), (3,))
