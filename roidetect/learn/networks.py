@@ -2,7 +2,8 @@
 
 Every hyperparameter is a keyword argument, so a model package's ``card.json`` (and a Hydra
 ``model`` config) can rebuild the exact network: ``build_network(card["network"]["class"],
-**card["network"]["args"])``.
+**card["network"]["args"])``. An :class:`Ensemble` of trained networks is described the same
+way, by its members' classes and arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +17,31 @@ from torch import nn
 from roidetect.errors import UserError
 
 NETWORKS = ("UNet", "SegResNet", "DynUNet", "SwinUNETR")
+"""Trainable architectures (``monai.networks.nets`` classes)."""
+
+ENSEMBLE = "Ensemble"
+"""The class name of :class:`Ensemble` in a card's ``network``."""
+
+
+class Ensemble(nn.Module):
+    """Several trained networks with the same classes, whose softmax probabilities are averaged.
+
+    ``forward`` maps (B, in_channels, Z, Y, X) to (B, C, Z, Y, X) float32 log-probabilities,
+    the log of the members' mean softmax, so a softmax of the output is that mean. Parameters
+    are named ``members.{i}.{name}`` after the members' own.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise UserError("an ensemble needs at least one member network")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.softmax(self.members[0](x).float(), dim=1)
+        for member in self.members[1:]:
+            total = total + torch.softmax(member(x).float(), dim=1)
+        return torch.log((total / len(self.members)).clamp_min(torch.finfo(torch.float32).tiny))
 
 
 def cpu_has_native_bf16() -> bool:
@@ -32,11 +58,12 @@ def build_network(name: str, **kwargs: Any) -> nn.Module:
 
     Parameters
     ----------
-    name : {"UNet", "SegResNet", "DynUNet", "SwinUNETR"}
-        Class name in ``monai.networks.nets``.
+    name : {"UNet", "SegResNet", "DynUNet", "SwinUNETR", "Ensemble"}
+        Class name in ``monai.networks.nets``, or ``Ensemble``.
     **kwargs
         The network's constructor arguments (``in_channels``, ``out_channels`` and the
-        architecture's own); ``spatial_dims`` defaults to 3.
+        architecture's own); ``spatial_dims`` defaults to 3. For ``Ensemble``: ``members``, a
+        list of ``{"class": name, "args": {...}}``, one per member network.
 
     Returns
     -------
@@ -45,6 +72,12 @@ def build_network(name: str, **kwargs: Any) -> nn.Module:
     """
     from monai.networks import nets
 
+    if name == ENSEMBLE:
+        members = kwargs.get("members")
+        if (set(kwargs) != {"members"} or not isinstance(members, list)
+                or not all(isinstance(m, Mapping) and "class" in m for m in members)):
+            raise UserError(f"{ENSEMBLE} takes one argument, members: a list of {{'class': ..., 'args': ...}}")
+        return Ensemble([build_network(m["class"], **m.get("args", {})) for m in members])
     if name not in NETWORKS:
         raise UserError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
     kwargs = dict(kwargs)
@@ -60,10 +93,14 @@ def input_divisor(name: str, args: Mapping[str, Any]) -> tuple[int, int, int]:
 
     It is the network's total down-sampling per axis: the product of the strides for UNet
     and DynUNet, ``2 ** (len(blocks_down) - 1)`` for SegResNet and ``patch_size * 16`` for
-    SwinUNETR. Training patch sizes are rounded to it.
+    SwinUNETR, and the least common multiple over the members for an ``Ensemble``. Training
+    patch sizes are rounded to it.
     """
     import numpy as np
 
+    if name == ENSEMBLE:
+        divisors = [input_divisor(m["class"], m.get("args", {})) for m in args.get("members", ())]
+        return tuple(int(np.lcm.reduce(axis)) for axis in zip(*divisors))  # type: ignore[return-value]
     if name in ("UNet", "DynUNet"):
         factors = np.ones(3, dtype=int)
         for stride in args.get("strides", ()):
