@@ -19,10 +19,9 @@ TINY = {"class": "UNet", "args": {"in_channels": 1, "out_channels": 4, "channels
                                   "num_res_units": 0}}
 
 
-def _tiny_unet(seed: int, strides: list[int] | None = None) -> torch.nn.Module:
+def _tiny_unet(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    args = {**TINY["args"], **({"strides": strides, "channels": [4] * (len(strides) + 1)} if strides else {})}
-    return build_network(TINY["class"], **args).eval()
+    return build_network(TINY["class"], **TINY["args"]).eval()
 
 
 def test_ensemble_averages_the_members_probabilities() -> None:
