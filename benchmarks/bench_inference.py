@@ -50,15 +50,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                                           "cpu_kernels": False, "channels_last": False},
     "patch window, overlap 0.25, fp32": {"window": "patch", "overlap": 0.25, "precision": "float32"},
     "patch window, overlap 0.25, bf16": {"window": "patch", "overlap": 0.25, "precision": "bfloat16"},
-    "2x window, same band, fp32, PyTorch kernels": {"precision": "float32", "cpu_kernels": False,
+    "patch window, overlap 0.5, fp32": {"window": "patch", "overlap": 0.5, "precision": "float32"},
+    "patch window, overlap 0.5, bf16": {"window": "patch", "overlap": 0.5, "precision": "bfloat16"},
+    "2x window, same band, fp32, PyTorch kernels": {"window": "wide", "precision": "float32", "cpu_kernels": False,
                                                     "channels_last": False},
-    "2x window, same band, bf16 contiguous": {"precision": "bfloat16", "channels_last": False},
-    "2x window, same band, bf16 channels-last": {"precision": "bfloat16", "channels_last": True},
+    "2x window, same band, fp32": {"window": "wide", "precision": "float32"},
+    "2x window, same band, bf16 contiguous": {"window": "wide", "precision": "bfloat16", "channels_last": False},
+    "2x window, same band, bf16 channels-last": {"window": "wide", "precision": "bfloat16", "channels_last": True},
     "default settings (predict.yaml)": {},
 }
 """Engine settings to time (keys of ``inference`` in configs/predict.yaml; "patch" = the card's
-patch size). "2x window, same band": windows twice the patch with the overlap band of
-patch-sized windows at 0.25, the default. "PyTorch kernels": without the oneDNN convolutions
+patch size). "2x window, same band": ``inference.window=wide``, windows twice the patch with the
+overlap band of patch-sized windows at 0.25. "default settings": ``inference.window=patch``, the
+card's patch and ``sliding_window.overlap``, the inference its calibration was fitted with. "PyTorch kernels": without the oneDNN convolutions
 and channels-last instance norm of ``roidetect.inference.cpu_kernels`` (on by default for
 float32 on the CPU)."""
 

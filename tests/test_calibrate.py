@@ -105,6 +105,9 @@ def test_calibrate_refuses_bad_requests(trained: Path, tmp_path: Path, capsys: p
     assert main(["calibrate", str(bare), "--out", str(tmp_path / "new"), "--quiet"]) == 2
     assert "no training config" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+    assert main(["calibrate", str(trained), "--out", str(tmp_path / "new"), "--overlap", "1", "--quiet"]) == 2
+    assert "--overlap 1.0: must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 def _bare_copy(package: Path, folder: Path) -> Path:
@@ -130,10 +133,13 @@ def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: P
     bare = _bare_copy(trained, tmp_path / "bare")
     original = {p.name: p.read_bytes() for p in bare.iterdir()}
     new = tmp_path / "mine-calibrated"
-    assert main(["calibrate", str(bare), "--out", str(new), "--data", str(dataset.parent), "--quiet"]) == 0
+    assert main(["calibrate", str(bare), "--out", str(new), "--data", str(dataset.parent), "--overlap", "0.5",
+                 "--quiet"]) == 0
     assert {p.name: p.read_bytes() for p in bare.iterdir()} == original
     assert (new / "weights.safetensors").read_bytes() == original["weights.safetensors"]
     card = json.loads((new / "card.json").read_text())
+    before = json.loads(original["card.json"])["sliding_window"]
+    assert card["sliding_window"] == before | {"overlap": 0.5} and before["overlap"] != 0.5
     assert card["calibration_data"] == {"kind": "dataset", "path": str(dataset.parent),
                                         "name": "tiny", "volumes": ["vol_0000", "vol_0002"],
                                         "generator": {"name": "roidetect.synth", "seed": 201}}

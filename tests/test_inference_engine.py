@@ -153,12 +153,15 @@ def test_plan_resamples_and_warns_only_when_voxel_sizes_differ(caplog: pytest.Lo
     assert "resampling" in caplog.text
 
 
-def test_default_window_is_larger_with_the_same_overlap_band() -> None:
-    window, overlap = choose_window((64, 64, 64), (8, 8, 8))
+def test_default_window_is_the_calibrated_patch_and_wide_keeps_its_overlap_band() -> None:
+    assert choose_window((48, 48, 48), (8, 8, 8)) == ((48, 48, 48), (0.25, 0.25, 0.25))
+    assert choose_window((48, 48, 48), (8, 8, 8), None, None, 0.5) == ((48, 48, 48), (0.5, 0.5, 0.5))
+    assert choose_window((48, 48, 48), (8, 8, 8), "patch", 0.1, 0.5)[1] == (0.1, 0.1, 0.1)
+    window, overlap = choose_window((64, 64, 64), (8, 8, 8), "wide")
     assert window == (128, 128, 128) and overlap == (0.125, 0.125, 0.125)
-    window, overlap = choose_window((96, 96, 96), (8, 8, 8))
+    window, overlap = choose_window((96, 96, 96), (8, 8, 8), "wide", None, 0.5)
     assert window == (160, 160, 160) and np.allclose(overlap, 0.15)
-    assert choose_window((30, 200, 64), (8, 8, 8))[0] == (64, 200, 128)
+    assert choose_window((30, 200, 64), (8, 8, 8), "wide")[0] == (64, 200, 128)
     assert choose_window((64, 64, 64), (8, 8, 8), (50, 50, 50), 0.5) == ((56, 56, 56), (0.5, 0.5, 0.5))
 
 

@@ -95,6 +95,18 @@ def test_coarser_scan_is_resampled_and_outputs_keep_its_shape(package: Path, tmp
     assert model["window_scan_voxels"] == [16, 16, 16] and model["window_model_voxels"] == [32, 32, 32]
 
 
+def test_default_windows_are_those_the_card_was_calibrated_with(scan: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    calibrated = card() | {"sliding_window": {"overlap": 0.5, "sw_batch_size": 1, "mode": "gaussian"}}
+    package = save_package(tmp_path / "tiny-o5", build_network("UNet", **NETWORK["args"]), calibrated)
+    settings = {"inference": {"block_size": 32, "precision": "float32"}}
+    model = read_run(predict(scan, tmp_path / "patch", model=package, quiet=True, settings=settings))["model"]
+    assert model["window_model_voxels"] == [32, 32, 32] and model["overlap"] == [0.5, 0.5, 0.5]
+    wide = {"inference": settings["inference"] | {"window": "wide"}}
+    model = read_run(predict(scan, tmp_path / "wide", model=package, quiet=True, settings=wide))["model"]
+    assert model["window_model_voxels"] == [40, 48, 48] and model["overlap"] == [0.125, 0.125, 0.125]  # 64, cut to the scan
+
+
 def test_tta_writes_uncertainty(scan: Path, package: Path, tmp_path: Path) -> None:
     out = predict(scan, tmp_path / "pred", model=package, tta=True, quiet=True, settings=FAST)
     spread = zarr.open_array(str(out / "uncertainty.ome.zarr" / "0"), mode="r")[...]
@@ -142,8 +154,8 @@ def broken_packages(root: Path, package: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
-                                  "mismatched", "bad_override", "bad_min_score", "cuda", "tta_classical",
-                                  "no_default_model"])
+                                  "mismatched", "bad_override", "bad_min_score", "bad_window", "cuda",
+                                  "tta_classical", "no_default_model"])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,6 +176,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path
         "mismatched": [str(scan), "--model", str(broken["mismatched"])],
         "bad_override": [str(scan), "--model", "classical", "inference.no_such_key=1"],
         "bad_min_score": [str(scan), "--model", "classical", "detection.min_score={void: 0.5}"],
+        "bad_window": [str(scan), "--model", str(package), "inference.window=huge"],
         "cuda": [str(scan), "--model", str(package), "--device", "cuda"],
         "tta_classical": [str(scan), "--model", "classical", "--tta"],
         "no_default_model": [str(scan)],

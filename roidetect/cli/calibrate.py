@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--data", metavar="DATASET",
                         help="dataset.json (or its folder) of annotated volumes to calibrate on; volumes marked "
                              "\"split\": \"test\" are left out (default: the training run's validation volumes)")
+    parser.add_argument("--overlap", type=float, metavar="FRACTION",
+                        help="overlap of the patch-sized windows to calibrate with, written to the card's "
+                             "sliding_window.overlap, which 'roidetect predict' then runs (default: the card's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.set_defaults(handler=run)
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from roidetect.learn.final_validation import calibrate_package
 
     card = calibrate_package(args.model, args.out, device=args.device, overwrite=args.overwrite,
-                             progress=not args.quiet, data=args.data)
+                             progress=not args.quiet, data=args.data, overlap=args.overlap)
     plain, tta = card["detection"]["min_score"], card["tta"]["min_score"]
     for name in plain:
         log.info("%-13s min_score %.3f plain, %.3f with TTA", name, plain[name], tta.get(name, float("nan")))

@@ -68,14 +68,23 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return _PRECISIONS[key]
 
 
-def choose_window(patch: Sequence[int], divisor: Sequence[int], window: Sequence[int] | None = None,
-                  overlap: float | None = None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+WINDOW_MODES = ("patch", "wide")
+"""Named window choices of ``inference.window`` (:func:`choose_window`)."""
+
+
+def choose_window(patch: Sequence[int], divisor: Sequence[int], window: str | Sequence[int] | None = "patch",
+                  overlap: float | None = None, calibrated_overlap: float = PATCH_OVERLAP
+                  ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Window shape (model voxels) and relative overlap per axis.
 
-    By default a window is twice the training patch, at most :data:`MAX_AUTO_WINDOW` voxels
-    but never less than the patch, and neighbouring windows overlap by as many voxels as
-    patch-sized windows at :data:`PATCH_OVERLAP` would (16 voxels for a 64 patch): the same
-    blending band, with fewer windows and less work spent on overlaps.
+    ``"patch"`` (the default; ``None`` means the same) is the inference a model's calibration
+    was fitted with: windows the size of the training patch at the card's overlap
+    (``calibrated_overlap``, the card's ``sliding_window.overlap``). Detection scores and
+    ``min_score`` then mean what the card says. ``"wide"`` trades that for speed: windows twice
+    the patch, at most :data:`MAX_AUTO_WINDOW` voxels but never less than the patch, overlapping
+    by as many voxels as patch-sized windows at :data:`PATCH_OVERLAP` would (12 voxels for a 48
+    patch), so far fewer windows run. Explicit shapes overlap like ``"wide"`` unless ``overlap``
+    is given.
 
     Parameters
     ----------
@@ -83,18 +92,25 @@ def choose_window(patch: Sequence[int], divisor: Sequence[int], window: Sequence
         The card's training patch size.
     divisor : (3,) ints
         Window edges are rounded up to multiples of these.
-    window : (3,) ints, optional
-        Wanted window shape instead of the default.
+    window : "patch", "wide", None or (3,) ints
+        Which windows to run.
     overlap : float, optional
-        Relative overlap instead of the default.
+        Relative overlap instead of the mode's.
+    calibrated_overlap : float
+        The card's ``sliding_window.overlap``, used by ``"patch"``.
     """
-    if window is None:
-        window = [max(p, min(2 * p, MAX_AUTO_WINDOW)) for p in patch]
-    rounded = tuple(int(math.ceil(w / d)) * d for w, d in zip(window, divisor))
-    if overlap is None:
-        overlaps = tuple(min(PATCH_OVERLAP, PATCH_OVERLAP * p / w) for p, w in zip(patch, rounded))
+    if window is None or window == "patch":
+        shape, default_overlaps = list(patch), (float(calibrated_overlap),) * 3
     else:
+        shape = [max(p, min(2 * p, MAX_AUTO_WINDOW)) for p in patch] if window == "wide" else list(window)
+        default_overlaps = None
+    rounded = tuple(int(math.ceil(w / d)) * d for w, d in zip(shape, divisor))
+    if overlap is not None:
         overlaps = (float(overlap),) * 3
+    elif default_overlaps is not None:
+        overlaps = default_overlaps
+    else:
+        overlaps = tuple(min(PATCH_OVERLAP, PATCH_OVERLAP * p / w) for p, w in zip(patch, rounded))
     return rounded, overlaps  # type: ignore[return-value]
 
 

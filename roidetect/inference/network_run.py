@@ -11,7 +11,8 @@ import torch
 from roidetect.errors import UserError
 from roidetect.inference.cpu_kernels import use_cpu_kernels
 from roidetect.inference.engine import NetworkSource
-from roidetect.inference.model import DEFAULT_MODEL, choose_window, plan_windows, resolve_device, resolve_precision
+from roidetect.inference.model import (DEFAULT_MODEL, PATCH_OVERLAP, WINDOW_MODES, choose_window, plan_windows,
+                                       resolve_device, resolve_precision)
 from roidetect.inference.network import Augmentation, WindowModel, augmentations
 from roidetect.inference.settings import detection_params, positive_int, triplet
 from roidetect.inference.sources import NormalisedReader
@@ -52,9 +53,9 @@ class NetworkRun:
             torch.set_num_threads(int(settings["threads"]))
         network = card["network"]
         divisor = input_divisor(network["class"], network.get("args", {}))
-        window = None if settings["window"] is None else triplet(settings["window"], "inference.window")
         patch = triplet(card["patch_size"], f"{self.package.path}: card.json patch_size")
-        window, self.overlap = choose_window(patch, divisor, window, settings["overlap"])
+        window, self.overlap = choose_window(patch, divisor, _window_setting(settings["window"]), settings["overlap"],
+                                             _calibrated_overlap(card, self.package.path))
         self.plan = plan_windows(volume.shape, volume.spacing_um, _voxel_size(card, self.package.path), window,
                                  float(settings["resample_tolerance"]), float(settings["warn_ratio"]))
         variants = augmentations(bool(cfg["tta"]["rotations"])) if cfg["tta"]["enabled"] else [Augmentation()]
@@ -156,6 +157,24 @@ def _calibration_for_mode(card: dict[str, Any], tta: bool,
                     "min_score filter are off (refit them with 'roidetect calibrate')", path)
         return "plain", card.get("calibration"), detection
     return "tta", section.get("calibration"), {**detection, "min_score": section.get("min_score", {})}
+
+
+def _window_setting(value: Any) -> str | tuple[int, int, int] | None:
+    """``inference.window``: ``patch``, ``wide``, null (``patch``) or a shape."""
+    if value is None or value in WINDOW_MODES:
+        return value
+    if isinstance(value, str):
+        raise UserError(f"inference.window={value}: choose {' or '.join(WINDOW_MODES)}, or give a window edge in "
+                        "model voxels (one value or [z, y, x])")
+    return triplet(value, "inference.window")
+
+
+def _calibrated_overlap(card: dict[str, Any], path: Path) -> float:
+    """The window overlap the card's calibration was fitted with (``sliding_window.overlap``)."""
+    overlap = (card.get("sliding_window") or {}).get("overlap", PATCH_OVERLAP)
+    if not (isinstance(overlap, (int, float)) and 0 <= overlap < 1):
+        raise UserError(f"{path}: card.json sliding_window.overlap={overlap}: must be a number in [0, 1)")
+    return float(overlap)
 
 
 def _check_engine_settings(settings: dict[str, Any]) -> None:

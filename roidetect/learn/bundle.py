@@ -10,7 +10,9 @@
 - ``normalisation``*: ``{"method": "volume_percentiles", "percentiles": [0.5, 99.5]}``
   (see :mod:`roidetect.intensity`)
 - ``patch_size``*: ``[z, y, x]`` training patch size in voxels (the default inference window)
-- ``sliding_window``: ``overlap``, ``sw_batch_size``, ``mode`` used in validation
+- ``sliding_window``: ``overlap``, ``sw_batch_size``, ``mode`` of the patch-sized windows the
+  calibration was fitted with; ``roidetect predict`` runs the same windows and overlap by
+  default (``inference.window=patch``)
 - ``detection``: thresholds for :mod:`roidetect.detect` (``high_threshold``,
   ``low_threshold``, ``min_volume_um3`` and ``min_score`` per class name)
 - ``calibration``: per class name ``{"x": [...], "y": [...]}``, a monotone piecewise-linear

@@ -160,7 +160,8 @@ def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidatio
 
 
 def calibrate_package(model: str, out: str | Path, device: str = "auto", overwrite: bool = False,
-                      progress: bool = True, data: str | Path | None = None) -> dict[str, Any]:
+                      progress: bool = True, data: str | Path | None = None,
+                      overlap: float | None = None) -> dict[str, Any]:
     """Refit a model package's calibrations (plain and TTA) and write the result as a new package.
 
     Without ``data`` the volumes are the validation volumes the card's ``config`` made in
@@ -184,6 +185,9 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
         Show progress bars.
     data : path, optional
         A dataset (``dataset.json`` or the folder holding it, :mod:`roidetect.learn.dataset`).
+    overlap : float, optional
+        Relative overlap of the patch-sized windows to calibrate with, in [0, 1); it replaces
+        the card's ``sliding_window.overlap``, which ``roidetect predict`` runs by default.
 
     Returns
     -------
@@ -194,8 +198,8 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     ------
     UserError
         Unknown model, neither ``data`` nor a training ``config`` in the card, validation
-        data that is gone, a dataset without annotated volumes, or an existing ``out``
-        without ``overwrite``.
+        data that is gone, a dataset without annotated volumes, an overlap outside [0, 1), or
+        an existing ``out`` without ``overwrite``.
     """
     from roidetect.atomic import atomic_dir, check_output_dir
     from roidetect.inference.model import resolve_device
@@ -203,9 +207,15 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     from roidetect.learn.bundle import CARD, WEIGHTS, load_package
     from roidetect.volume import write_json
 
+    from roidetect.errors import UserError
+
+    if overlap is not None and not 0 <= overlap < 1:
+        raise UserError(f"--overlap {overlap}: must be in [0, 1) (0.25 and 0.5 are usual)")
     check_output_dir(out, overwrite)
     package = load_package(model, resolve_device(device))
     card = package.card
+    if overlap is not None:
+        card = {**card, "sliding_window": {**card["sliding_window"], "overlap": float(overlap)}}
     if data is None:
         volumes, detection = _training_validation(package)
     else:
