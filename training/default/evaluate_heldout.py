@@ -46,15 +46,16 @@ def run(argv: list[str]) -> None:
         sys.exit(f"roidetect {' '.join(argv)} failed with status {status}")
 
 
-def score_volume(dataset: Path, volume: dict, model: str, out: Path, tta: bool = False) -> dict:
-    """Predict one volume with ``model`` (averaged over flips with ``tta``) and evaluate it;
-    returns the evaluation JSON."""
+def score_volume(dataset: Path, volume: dict, model: str, out: Path, tta: bool = False,
+                 settings: tuple[str, ...] = ()) -> dict:
+    """Predict one volume with ``model`` (averaged over flips with ``tta``; ``settings`` are
+    predict's ``key=value`` overrides) and evaluate it; returns the evaluation JSON."""
     pred = out / f"{dataset.name}-{volume['id']}-{Path(model).name}{'-tta' if tta else ''}"
     report = pred / "evaluation.json"
     if not report.is_file():
         spacing = [str(v) for v in volume["voxel_size_um"]]
         run(["predict", str(dataset / volume["image"]), "--out", str(pred), "--model", model,
-             "--voxel-size", *spacing, "--overwrite", *(["--tta"] if tta else [])])
+             "--overwrite", *(["--tta"] if tta else []), *settings, "--voxel-size", *spacing])
         run(["evaluate", str(pred), "--truth", str(dataset / volume["label"]),
              "--instances", str(dataset / volume["instances"]), "--out", str(report), "--overwrite"])
     return json.loads(report.read_text())
@@ -200,6 +201,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="model package folder or shipped name")
     parser.add_argument("--out", required=True, type=Path, help="folder for predictions and the tables")
     parser.add_argument("--tta", action="store_true", help="predict with the model's test-time augmentation (flips)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="predict setting for the model's runs, e.g. inference.precision=float32 (repeatable)")
     parser.add_argument("--split", default=None,
                         help="score only the volumes with this \"split\" in dataset.json (e.g. test)")
     args = parser.parse_args()
@@ -216,7 +219,9 @@ def main() -> None:
         entry = {"volumes": len(volumes)}
         gaps += [delamination_gaps(dataset, v) for v in volumes]
         for method, model in (("model", args.model), ("classical", "classical")):
-            results = [score_volume(dataset, v, model, args.out, tta=args.tta and method == "model") for v in volumes]
+            model_run = method == "model"
+            results = [score_volume(dataset, v, model, args.out, tta=args.tta and model_run,
+                                    settings=tuple(args.set) if model_run else ()) for v in volumes]
             everything[method] += results
             entry[method] = pooled(results)
             print(f"{dataset.name:>12} {method:>9}: " + "  ".join(

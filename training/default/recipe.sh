@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The recipe of models/default, from a clean checkout with roidetect installed (README.md).
 # On a 2-core CPU: about 93 minutes of training and calibration, 2 minutes of held-out data,
-# 4 minutes of recalibration, 10 minutes of evaluation. Run folders go to runs/ (not committed).
+# 3 minutes of recalibration, about 12 minutes of evaluation. Run folders go to runs/ (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,16 +28,21 @@ done
 #    nor the held-out set's volumes). Training calibrates on its 6 validation phantoms: 118
 #    delamination detections, 39 of them real, too few to place a threshold; these 32 give
 #    481 and 104. The weights are unchanged; both calibrations (plain and --tta) and their
-#    min_score are refitted. About 4 minutes.
+#    min_score are refitted, on patch-sized windows overlapping by half, which the card then
+#    tells roidetect predict to run (README.md, "Which windows predict runs"). About 3 minutes.
 roidetect synth --out runs/calibration --preset any --randomise --n 32 --shape 96 96 96 --seed 201 \
   --set "geometry_x_range=[0.0,0.5]" --workers 2 --overwrite
-roidetect calibrate runs/default/model --data runs/calibration --out runs/default/model-calibrated --overwrite
+roidetect calibrate runs/default/model --data runs/calibration --overlap 0.5 --out runs/default/model-calibrated \
+  --overwrite
 
-# 4. Score the new model and the classical baseline with roidetect predict + evaluate.
+# 4. Score the new model and the classical baseline with roidetect predict + evaluate, in float32
+#    (auto would pick bfloat16 on CPUs with AVX512-BF16/AMX and move the figures slightly).
 python training/default/evaluate_heldout.py --model runs/default/model-calibrated --out runs/heldout-scores \
+  --set inference.precision=float32 \
   runs/heldout/cathode runs/heldout/anode runs/heldout/nmc-real
 #    And with --tta, which scores with the card's `tta` calibration (refitted in step 3).
 python training/default/evaluate_heldout.py --tta --model runs/default/model-calibrated --out runs/heldout-scores-tta \
+  --set inference.precision=float32 \
   runs/heldout/cathode runs/heldout/anode runs/heldout/nmc-real
 
 # 5. The same scoring on phantoms of a second generator that shares nothing with roidetect.synth
@@ -45,7 +50,7 @@ python training/default/evaluate_heldout.py --tta --model runs/default/model-cal
 rm -rf runs/independent
 python training/default/independent_phantoms.py --out runs/independent --n 8 --size 128 --seed 7
 python training/default/evaluate_heldout.py --model runs/default/model-calibrated --out runs/independent-scores \
-  runs/independent
+  --set inference.precision=float32 runs/independent
 
 # 6. Ship: weights and card (the README.md model card is written by hand from step 4's table).
 mkdir -p models/default
