@@ -157,3 +157,18 @@ def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: P
                  "--quiet"]) == 2
     assert "no dataset.json" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_card_without_sliding_window_calibrates_and_predicts_with_the_defaults(trained: Path, tmp_path: Path) -> None:
+    from test_learn import write_tiny_dataset
+
+    from roidetect.learn.bundle import DEFAULT_SLIDING_WINDOW
+
+    dataset = write_tiny_dataset(tmp_path / "mine", n=1)
+    bare = _bare_copy(trained, tmp_path / "bare")
+    card = json.loads((bare / "card.json").read_text())
+    del card["sliding_window"]
+    (bare / "card.json").write_text(json.dumps(card))
+    new = tmp_path / "calibrated"
+    assert main(["calibrate", str(bare), "--out", str(new), "--data", str(dataset), "--quiet"]) == 0
+    assert json.loads((new / "card.json").read_text())["sliding_window"] == DEFAULT_SLIDING_WINDOW

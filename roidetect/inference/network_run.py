@@ -11,8 +11,8 @@ import torch
 from roidetect.errors import UserError
 from roidetect.inference.cpu_kernels import use_cpu_kernels
 from roidetect.inference.engine import NetworkSource
-from roidetect.inference.model import (DEFAULT_MODEL, PATCH_OVERLAP, WINDOW_MODES, choose_window, plan_windows,
-                                       resolve_device, resolve_precision)
+from roidetect.inference.model import (DEFAULT_MODEL, WINDOW_MODES, choose_window, plan_windows, resolve_device,
+                                       resolve_precision)
 from roidetect.inference.network import Augmentation, WindowModel, augmentations
 from roidetect.inference.settings import detection_params, positive_int, triplet
 from roidetect.inference.sources import NormalisedReader
@@ -35,7 +35,7 @@ class NetworkRun:
     """
 
     def __init__(self, volume: Volume, cfg: dict[str, Any]) -> None:
-        from roidetect.learn.bundle import load_package
+        from roidetect.learn.bundle import load_package, sliding_window_of
 
         self.volume = volume
         self.cfg = cfg
@@ -54,8 +54,9 @@ class NetworkRun:
         network = card["network"]
         divisor = input_divisor(network["class"], network.get("args", {}))
         patch = triplet(card["patch_size"], f"{self.package.path}: card.json patch_size")
+        calibrated_overlap = sliding_window_of(card, self.package.path)["overlap"]
         window, self.overlap = choose_window(patch, divisor, _window_setting(settings["window"]), settings["overlap"],
-                                             _calibrated_overlap(card, self.package.path))
+                                             calibrated_overlap)
         self.plan = plan_windows(volume.shape, volume.spacing_um, _voxel_size(card, self.package.path), window,
                                  float(settings["resample_tolerance"]), float(settings["warn_ratio"]))
         variants = augmentations(bool(cfg["tta"]["rotations"])) if cfg["tta"]["enabled"] else [Augmentation()]
@@ -167,14 +168,6 @@ def _window_setting(value: Any) -> str | tuple[int, int, int] | None:
         raise UserError(f"inference.window={value}: choose {' or '.join(WINDOW_MODES)}, or give a window edge in "
                         "model voxels (one value or [z, y, x])")
     return triplet(value, "inference.window")
-
-
-def _calibrated_overlap(card: dict[str, Any], path: Path) -> float:
-    """The window overlap the card's calibration was fitted with (``sliding_window.overlap``)."""
-    overlap = (card.get("sliding_window") or {}).get("overlap", PATCH_OVERLAP)
-    if not (isinstance(overlap, (int, float)) and 0 <= overlap < 1):
-        raise UserError(f"{path}: card.json sliding_window.overlap={overlap}: must be a number in [0, 1)")
-    return float(overlap)
 
 
 def _check_engine_settings(settings: dict[str, Any]) -> None:

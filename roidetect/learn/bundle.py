@@ -12,7 +12,7 @@
 - ``patch_size``*: ``[z, y, x]`` training patch size in voxels (the default inference window)
 - ``sliding_window``: ``overlap``, ``sw_batch_size``, ``mode`` of the patch-sized windows the
   calibration was fitted with; ``roidetect predict`` runs the same windows and overlap by
-  default (``inference.window=patch``)
+  default (``inference.window=patch``); missing entries take :data:`DEFAULT_SLIDING_WINDOW`
 - ``detection``: thresholds for :mod:`roidetect.detect` (``high_threshold``,
   ``low_threshold``, ``min_volume_um3`` and ``min_score`` per class name)
 - ``calibration``: per class name ``{"x": [...], "y": [...]}``, a monotone piecewise-linear
@@ -47,6 +47,8 @@ FORMAT = "roidetect-model/1"
 REQUIRED_KEYS = ("format", "name", "classes", "network", "voxel_size_um", "normalisation", "patch_size")
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
+DEFAULT_SLIDING_WINDOW = {"overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}
+"""What a card without (part of) ``sliding_window`` is calibrated and predicted with."""
 
 
 @dataclass
@@ -114,6 +116,21 @@ def load_package(name_or_path: str | os.PathLike, device: str | torch.device = "
         raise UserError(f"{weights}: weights do not match the network in {CARD} ({first})") from exc
     network.to(device).eval()
     return ModelPackage(network, card, path)
+
+
+def sliding_window_of(card: dict[str, Any], path: str | os.PathLike = "card.json") -> dict[str, Any]:
+    """The card's ``sliding_window``, completed from :data:`DEFAULT_SLIDING_WINDOW`.
+
+    Raises
+    ------
+    UserError
+        When its ``overlap`` is not a number in [0, 1) (``path`` names the package).
+    """
+    window = {**DEFAULT_SLIDING_WINDOW, **(card.get("sliding_window") or {})}
+    overlap = window["overlap"]
+    if not (isinstance(overlap, (int, float)) and 0 <= overlap < 1):
+        raise UserError(f"{path}: card.json sliding_window.overlap={overlap}: must be a number in [0, 1)")
+    return window
 
 
 def save_package(path: str | os.PathLike, network: nn.Module, card: dict[str, Any]) -> Path:

@@ -78,13 +78,14 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
 def ensemble_card(packages: Sequence[Any], sources: Sequence[str], name: str | None = None) -> dict[str, Any]:
     """The uncalibrated card of an ensemble of loaded packages (:class:`roidetect.learn.bundle.ModelPackage`).
 
-    The shared entries come from the first member, as do ``sliding_window`` and the
-    detection thresholds (``min_score`` is refitted by calibration). ``ensemble.members``
-    records each member's name, ``source`` (the folder or shipped name as given, so a shared
+    The shared entries come from the first member, as do ``sliding_window`` (completed
+    with :data:`roidetect.learn.bundle.DEFAULT_SLIDING_WINDOW`) and the detection
+    thresholds (``min_score`` is refitted by calibration). ``ensemble.members`` records
+    each member's name, ``source`` (the folder or shipped name as given, so a shared
     card carries no local absolute path), its weights' sha256 and its own ``training`` and
     ``metrics``.
     """
-    from roidetect.learn.bundle import WEIGHTS
+    from roidetect.learn.bundle import WEIGHTS, sliding_window_of
     from roidetect.learn.networks import ENSEMBLE
     from roidetect.runlog import library_versions, sha256_of
 
@@ -102,7 +103,7 @@ def ensemble_card(packages: Sequence[Any], sources: Sequence[str], name: str | N
     return {"name": name or "+".join(p.card["name"] for p in packages),
             **{key: first[key] for key in MATCHING_KEYS},
             "network": {"class": ENSEMBLE, "args": {"members": [p.card["network"] for p in packages]}},
-            "sliding_window": first.get("sliding_window", {}),
+            "sliding_window": sliding_window_of(first, packages[0].path),
             "detection": detection,
             "ensemble": {"members": members,
                          "combination": "mean of the members' softmax probabilities"},

@@ -202,20 +202,18 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
         an existing ``out`` without ``overwrite``.
     """
     from roidetect.atomic import atomic_dir, check_output_dir
+    from roidetect.errors import UserError
     from roidetect.inference.model import resolve_device
     from roidetect.inference.settings import detection_params
-    from roidetect.learn.bundle import CARD, WEIGHTS, load_package
+    from roidetect.learn.bundle import CARD, WEIGHTS, load_package, sliding_window_of
     from roidetect.volume import write_json
-
-    from roidetect.errors import UserError
 
     if overlap is not None and not 0 <= overlap < 1:
         raise UserError(f"--overlap {overlap}: must be in [0, 1) (0.25 and 0.5 are usual)")
     check_output_dir(out, overwrite)
     package = load_package(model, resolve_device(device))
-    card = package.card
-    if overlap is not None:
-        card = {**card, "sliding_window": {**card["sliding_window"], "overlap": float(overlap)}}
+    sliding_window = sliding_window_of(package.card, package.path) | ({} if overlap is None else {"overlap": float(overlap)})
+    card = {**package.card, "sliding_window": sliding_window}
     if data is None:
         volumes, detection = _training_validation(package)
     else:
