@@ -62,9 +62,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 """Engine settings to time (keys of ``inference`` in configs/predict.yaml; "patch" = the card's
 patch size). "2x window, same band": ``inference.window=wide``, windows twice the patch with the
 overlap band of patch-sized windows at 0.25. "default settings": ``inference.window=patch``, the
-card's patch and ``sliding_window.overlap``, the inference its calibration was fitted with. "PyTorch kernels": without the oneDNN convolutions
-and channels-last instance norm of ``roidetect.inference.cpu_kernels`` (on by default for
-float32 on the CPU)."""
+card's patch and ``sliding_window.overlap``, the inference its calibration was fitted with.
+"PyTorch kernels": without the oneDNN convolutions and channels-last instance norm of
+``roidetect.inference.cpu_kernels`` (on by default for float32 on the CPU)."""
 
 
 def main() -> None:

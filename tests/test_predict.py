@@ -104,7 +104,8 @@ def test_default_windows_are_those_the_card_was_calibrated_with(scan: Path, tmp_
     assert model["window_model_voxels"] == [32, 32, 32] and model["overlap"] == [0.5, 0.5, 0.5]
     wide = {"inference": settings["inference"] | {"window": "wide"}}
     model = read_run(predict(scan, tmp_path / "wide", model=package, quiet=True, settings=wide))["model"]
-    assert model["window_model_voxels"] == [40, 48, 48] and model["overlap"] == [0.125, 0.125, 0.125]  # 64, cut to the scan
+    # wide windows are 64^3, cut to the scan's shape
+    assert model["window_model_voxels"] == [40, 48, 48] and model["overlap"] == [0.125, 0.125, 0.125]
 
 
 def test_tta_writes_uncertainty(scan: Path, package: Path, tmp_path: Path) -> None:

@@ -99,16 +99,18 @@ def choose_window(patch: Sequence[int], divisor: Sequence[int], window: str | Se
     calibrated_overlap : float
         The card's ``sliding_window.overlap``, used by ``"patch"``.
     """
-    if window is None or window == "patch":
-        shape, default_overlaps = list(patch), (float(calibrated_overlap),) * 3
+    calibrated = window is None or window == "patch"
+    if calibrated:
+        shape = list(patch)
+    elif window == "wide":
+        shape = [max(p, min(2 * p, MAX_AUTO_WINDOW)) for p in patch]
     else:
-        shape = [max(p, min(2 * p, MAX_AUTO_WINDOW)) for p in patch] if window == "wide" else list(window)
-        default_overlaps = None
+        shape = list(window)
     rounded = tuple(int(math.ceil(w / d)) * d for w, d in zip(shape, divisor))
     if overlap is not None:
         overlaps = (float(overlap),) * 3
-    elif default_overlaps is not None:
-        overlaps = default_overlaps
+    elif calibrated:
+        overlaps = (float(calibrated_overlap),) * 3
     else:
         overlaps = tuple(min(PATCH_OVERLAP, PATCH_OVERLAP * p / w) for p, w in zip(patch, rounded))
     return rounded, overlaps  # type: ignore[return-value]

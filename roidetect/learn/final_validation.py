@@ -212,7 +212,9 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
         raise UserError(f"--overlap {overlap}: must be in [0, 1) (0.25 and 0.5 are usual)")
     check_output_dir(out, overwrite)
     package = load_package(model, resolve_device(device))
-    sliding_window = sliding_window_of(package.card, package.path) | ({} if overlap is None else {"overlap": float(overlap)})
+    sliding_window = sliding_window_of(package.card, package.path)
+    if overlap is not None:
+        sliding_window["overlap"] = float(overlap)
     card = {**package.card, "sliding_window": sliding_window}
     if data is None:
         volumes, detection = _training_validation(package)

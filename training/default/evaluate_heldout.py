@@ -202,7 +202,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for predictions and the tables")
     parser.add_argument("--tta", action="store_true", help="predict with the model's test-time augmentation (flips)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="predict setting for the model's runs, e.g. inference.precision=float32 (repeatable)")
+                        help="predict setting for the model's runs, e.g. inference.precision=float32 (repeatable); "
+                             "predictions already in --out are reused, so give each setting its own --out")
     parser.add_argument("--split", default=None,
                         help="score only the volumes with this \"split\" in dataset.json (e.g. test)")
     args = parser.parse_args()
