@@ -143,3 +143,25 @@ def test_receded_gap_is_measured_against_the_cbd_not_the_particle() -> None:
     assert signals[0.4] and len(signals[0.0]) == len(signals[0.4])
     assert np.mean(signals[0.4]) > 1.0
     assert np.mean(np.abs(signals[0.0])) < 0.25 * np.mean(signals[0.4])
+
+
+def test_gaps_walled_in_behind_thin_cbd_leave_the_truth_on_the_cbd_side_only() -> None:
+    """delamination_min_wall_fwhm unlabels CBD-side gaps whose wall is under that many resolutions."""
+    settings = dict(shape=(64, 64, 64), seed=5, preset="anode", delamination_rate=2.0, delamination_min_signal=0.0,
+                    delamination_recession_probability=0.5, collector=False)
+    every = make_phantom(**settings)
+    walled = make_phantom(delamination_min_wall_fwhm=1.0, **settings)
+    assert np.array_equal(every.image, walled.image)
+    resolution_vox = every.manifest["imaging"]["resolution_um_used"] / every.spacing_um[0]
+    gaps = [d for d in every.manifest["defects"] if d["class_id"] == DELAMINATION]
+    thin = [d for d in gaps if d["side"] == "binder" and d["wall_vox"] < resolution_vox]
+    assert thin and any(d["side"] == "particle" for d in gaps)
+    assert walled.manifest["counts"]["delamination"] == len(gaps) - len(thin)
+    assert sorted(u["wall_vox"] for u in walled.manifest["unannotated"]) == sorted(d["wall_vox"] for d in thin)
+    assert {u["why"] for u in walled.manifest["unannotated"]} == {"thin wall"}
+    for entry in walled.manifest["defects"]:
+        if entry["class_id"] == DELAMINATION:
+            assert entry["side"] == "particle" or entry["wall_vox"] >= resolution_vox
+    unlabelled = np.isin(every.instances, [d["id"] for d in thin])
+    assert (walled.labels[unlabelled] == IGNORE).all()
+    assert np.array_equal(walled.labels == IGNORE, unlabelled)

@@ -112,6 +112,11 @@ class DefectParams:
         :mod:`roidetect.synth.visibility`) stay in the phantom but are labelled 255 (not
         annotated), as an annotator would not see them. 0: label every gap. Every gap's signal is in
         the manifest either way.
+    delamination_min_wall_fwhm : gaps cut on the CBD's side behind a CBD wall thinner than
+        this many resolutions (FWHM; the manifest's ``wall_vox``) are labelled 255 (not
+        annotated) as well: blurred, such a wall vanishes and the gap reads as one more pore
+        beside the particle, so nobody could annotate it. Gaps on the particle's side keep
+        their labels (the receded particle shows where it shrank). 0 (default): off.
     min_per_class : try harder, up to this many per class, when the Poisson draw left a
         class empty (so small training volumes still show every class).
     """
@@ -134,6 +139,7 @@ class DefectParams:
     delamination_min_gap_fwhm: float = 1.0
     delamination_wall_vox: float = 2.0
     delamination_min_signal: float = 1.0
+    delamination_min_wall_fwhm: float = 0.0
     min_per_class: int = 1
 
 
@@ -233,6 +239,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "delamination_extent": (0.1, 3), "delamination_recession_probability": (0, 1),
     "collector_delamination_probability": (0, 1), "collector_gap_vox": (0.5, 10),
     "delamination_min_gap_fwhm": (0, 3), "delamination_wall_vox": (0, 10), "delamination_min_signal": (0, 100),
+    "delamination_min_wall_fwhm": (0, 10),
     "min_per_class": (0, 100),
     "mu_active": (0, 100), "mu_active_2": (0, 100), "mu_binder": (0, 100), "mu_collector": (0, 100),
     "mu_medium": (0, 100), "particle_variation": (0, 0.5), "grain_size_vox": (1, 100), "grain_contrast": (0, 0.5),

@@ -47,7 +47,8 @@ class Phantom:
         The simulated CT scan.
     labels : uint8 ndarray, shape (Z, Y, X)
         0 background (including open porosity, binder, air), 1 pore, 2 crack, 3 delamination,
-        255 not annotated: delamination gaps too faint to see (``delamination_min_signal``).
+        255 not annotated: delamination gaps too faint to see (``delamination_min_signal``) or
+        walled in behind CBD thinner than the resolution (``delamination_min_wall_fwhm``).
     instances : uint16 (uint32 beyond 65535 defects) ndarray, shape (Z, Y, X)
         Defect id per voxel, equal to the manifest's ``id``; 0 elsewhere.
     phases : uint8 ndarray, shape (Z, Y, X)
@@ -230,7 +231,8 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
                      rngs: tuple[np.random.Generator, np.random.Generator]) -> tuple[DefectSet, list[dict[str, Any]]]:
     """Measure every delamination's signal (:mod:`roidetect.synth.visibility`); those under
     the minimum leave the truth and become not annotated (label 255, instance 0). Particle/CBD
-    gaps also get the thinnest CBD wall towards the pores (``wall_vox``).
+    gaps also get the thinnest CBD wall towards the pores (``wall_vox``); those on the CBD's
+    side behind a wall under ``delamination_min_wall_fwhm`` resolutions leave the truth too.
 
     ``before`` holds the phase and particle maps before the defects were cut; ``rngs`` are a
     copy of the imaging stream as it was before the scan was made, and an independent one.
@@ -256,10 +258,19 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
             record["signal"] = round(signals[record["id"]], 3)
         if record["id"] in walls:
             record["wall_vox"] = round(walls[record["id"]], 3)
-    faint = [i for i in ids if signals[i] < params.defects.delamination_min_signal]
-    defects, removed = unlabel(defects, faint, fill=IGNORE)
+    faint = {i for i in ids if signals[i] < params.defects.delamination_min_signal}
+    resolution_vox = _resolution_um(params, spacing) / float(np.mean(spacing))
+    walled_in = {r["id"] for r in defects.records if r["id"] in walls and r.get("side") != "particle"
+                 and walls[r["id"]] < params.defects.delamination_min_wall_fwhm * resolution_vox}
+    defects, removed = unlabel(defects, faint | walled_in, fill=IGNORE)
     kept = ("class", "interface", "side", "gap_vox", "signal", "wall_vox")
-    return defects, [{key: r[key] for key in kept if key in r} for r in removed]
+    return defects, [{key: r[key] for key in kept if key in r} | {"why": _why_unannotated(r["id"], faint)}
+                     for r in removed]
+
+
+def _why_unannotated(gap: int, faint: set[int]) -> str:
+    """The manifest's reason a gap is not annotated: too faint, or walled in behind thin CBD."""
+    return "faint" if gap in faint else "thin wall"
 
 
 def resolvable_gaps(params: SynthParams, spacing: tuple[float, float, float]) -> SynthParams:

@@ -14,7 +14,8 @@ texture, what an observer compares a gap with (the deterministic blur of nearby 
 cancels). Gaps below ``DefectParams.delamination_min_signal`` stay in the phantom but leave
 the ground truth: their voxels are labelled 255 (not annotated), so training skips them and
 evaluation counts a prediction on them neither right nor wrong; the manifest lists them as
-``unannotated``.
+``unannotated``. With ``DefectParams.delamination_min_wall_fwhm`` above 0, gaps on the CBD's
+side behind a wall (:func:`gap_walls`) thinner than that many resolutions leave it too.
 
 What tells a particle/CBD gap from the pore space beside the particle is the CBD wall
 between them; :func:`gap_walls` measures its thinnest point (the manifest's ``wall_vox``),
