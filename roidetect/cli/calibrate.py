@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from roidetect.cli.common import add_command
+from roidetect.cli.common import add_command, add_device
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--overlap", type=float, metavar="FRACTION",
                         help="overlap of the patch-sized windows to calibrate with, written to the card's "
                              "sliding_window.overlap, which 'roidetect predict' then runs (default: the card's)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    add_device(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.set_defaults(handler=run)
 

@@ -17,6 +17,11 @@ def add_command(subparsers: Any, name: str, help: str, description: str | None =
     return parser
 
 
+def add_device(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--device``: where the network runs (``default`` None leaves it to the command's config)."""
+    parser.add_argument("--device", default=default, help="auto (CUDA when available; the default), cpu, cuda or cuda:N")
+
+
 def add_voxel_size(parser: argparse.ArgumentParser) -> None:
     """``--voxel-size UM [UM UM]``: overrides the file's metadata (isotropic, or z y x)."""
     parser.add_argument("--voxel-size", dest="voxel_size", type=float, nargs="+", metavar="UM",

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from roidetect.cli.common import add_command
+from roidetect.cli.common import add_command, add_device
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
                              "\"split\": \"test\" are left out")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the new model package")
     parser.add_argument("--name", help="the new card's name (default: the members' names joined by '+')")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    add_device(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.set_defaults(handler=run)
 

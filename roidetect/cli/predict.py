@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from roidetect.cli.common import IntermixedParser, add_command, add_voxel_size, voxel_size
+from roidetect.cli.common import IntermixedParser, add_command, add_device, add_voxel_size, voxel_size
 
 
 def register(subparsers: Any) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="prediction folder to create")
     parser.add_argument("--model", help="model package folder, shipped model name, or 'classical' "
                                         "(default: the shipped default model)")
-    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    add_device(parser, default=None)
     parser.add_argument("--tta", action="store_true", default=None,
                         help="average over flips and record a per-class uncertainty")
     add_voxel_size(parser)
