@@ -45,12 +45,14 @@ class Ensemble(nn.Module):
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN computes bfloat16 natively on this CPU (AVX512-BF16 / AMX).
+    """Whether this CPU computes bfloat16 natively: AVX512-BF16 or AMX.
 
-    Elsewhere (e.g. AVX2-only CPUs) bfloat16 is emulated and about 10x slower than float32,
-    so training and inference choose float32 there.
+    Elsewhere bfloat16 is emulated, so training and inference choose float32 there: about
+    10x slower than float32 on AVX2-only CPUs, and 2.5x on AVX512 CPUs without BF16 (Intel
+    Xeon up to Ice Lake; `docs/inference.md`), where oneDNN's own check
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) still says yes.
     """
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def build_network(name: str, **kwargs: Any) -> nn.Module:
