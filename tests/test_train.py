@@ -307,6 +307,7 @@ def test_bad_small_region_weighting_exits_with_status_2(dataset: Path, tmp_path:
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16-mixed"), (False, True, "bf16-mixed"),
                                                          (False, False, "32-true")])
 def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(monkeypatch, avx512_bf16, amx, expected):
+    from roidetect.inference.model import resolve_precision as inference_precision
     from roidetect.learn.train import resolve_precision
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
@@ -314,10 +315,8 @@ def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(monkeypatch, av
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # says yes on plain AVX512
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("32-true", "cpu") == "32-true"
-    from roidetect.inference.model import resolve_precision as inference_precision  # predict's auto agrees
-
-    assert inference_precision("auto", torch.device("cpu")) == (torch.bfloat16 if expected == "bf16-mixed"
-                                                                else torch.float32)
+    native = expected == "bf16-mixed"  # predict's auto agrees
+    assert inference_precision("auto", torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
 
 
 def test_init_starts_from_a_packages_network_and_weights(dataset: Path, tmp_path: Path) -> None:

@@ -259,18 +259,13 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
         if record["id"] in walls:
             record["wall_vox"] = round(walls[record["id"]], 3)
     faint = {i for i in ids if signals[i] < params.defects.delamination_min_signal}
-    resolution_vox = _resolution_um(params, spacing) / float(np.mean(spacing))
-    walled_in = {r["id"] for r in defects.records if r["id"] in walls and r.get("side") != "particle"
-                 and walls[r["id"]] < params.defects.delamination_min_wall_fwhm * resolution_vox}
+    min_wall = params.defects.delamination_min_wall_fwhm * _resolution_um(params, spacing) / float(np.mean(spacing))
+    walled_in = {r["id"] for r in defects.records
+                 if r["id"] in walls and r.get("side") != "particle" and walls[r["id"]] < min_wall}
     defects, removed = unlabel(defects, faint | walled_in, fill=IGNORE)
     kept = ("class", "interface", "side", "gap_vox", "signal", "wall_vox")
-    return defects, [{key: r[key] for key in kept if key in r} | {"why": _why_unannotated(r["id"], faint)}
+    return defects, [{key: r[key] for key in kept if key in r} | {"why": "faint" if r["id"] in faint else "thin wall"}
                      for r in removed]
-
-
-def _why_unannotated(gap: int, faint: set[int]) -> str:
-    """The manifest's reason a gap is not annotated: too faint, or walled in behind thin CBD."""
-    return "faint" if gap in faint else "thin wall"
 
 
 def resolvable_gaps(params: SynthParams, spacing: tuple[float, float, float]) -> SynthParams:
