@@ -100,7 +100,7 @@ class _Accumulated:
 def evaluate_arrays(probabilities: Any, true_labels: Any, true_instances: Any = None,
                     spacing_um: Sequence[float] = (1.0, 1.0, 1.0), params: EvaluationParams | None = None,
                     detection: DetectionParams | None = None) -> dict[str, Any]:
-    """Score class probabilities against ground truth (the trainer's validation entry).
+    """Score in-memory class probabilities against ground truth (detection, then scoring).
 
     Parameters
     ----------

@@ -18,11 +18,4 @@ BINDER = 3
 COLLECTOR = 4
 """Current-collector foil (Al under cathodes, Cu under anodes)."""
 
-PHASE_NAMES: dict[int, str] = {
-    VOID: "void",
-    ACTIVE: "active",
-    ACTIVE_2: "active_2",
-    BINDER: "binder",
-    COLLECTOR: "collector",
-}
 PARTICLE_PHASES: tuple[int, ...] = (ACTIVE, ACTIVE_2)
