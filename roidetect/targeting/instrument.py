@@ -70,7 +70,6 @@ class Instrument:
     rough_current_nA: Sourced
     polish_current_nA: Sourced
     removal_rates: dict[str, Sourced]  # um^3 per nC of Ga+ at fib_voltage_kV, per material
-    imaging_method: str
     fov_um: Sourced
     sims: SimsSettings | None
     slice_and_view: SliceAndViewSettings | None
@@ -121,7 +120,6 @@ class Instrument:
             rough_current_nA=reader.positive("fib.rough_current_nA"),
             polish_current_nA=reader.positive("fib.polish_current_nA"),
             removal_rates={m: reader.positive(f"fib.removal_rates_um3_per_nC.{m}") for m in rates},
-            imaging_method=method,
             fov_um=reader.positive("imaging.fov_um"),
             sims=sims,
             slice_and_view=sv,
