@@ -319,6 +319,45 @@ def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(monkeypatch, av
     assert inference_precision("auto", torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
 
 
+def test_channels_last_training_matches_the_contiguous_layout() -> None:
+    from roidetect.learn.module import SegmentationModule
+
+    args = ({"class": "UNet", "args": {"in_channels": 1, "out_channels": 4, "channels": [4, 8, 16], "strides": [2, 2],
+                                       "num_res_units": 1, "norm": "instance"}},
+            {"name": "DiceCELoss"}, {"name": "AdamW", "lr": 1e-3}, [16, 16, 16],
+            {"overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}, {})
+    generator = torch.Generator().manual_seed(0)
+    batch = {"image": torch.randn(2, 1, 16, 16, 16, generator=generator),
+             "label": torch.randint(0, 4, (2, 1, 16, 16, 16), generator=generator)}
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        module = SegmentationModule(*args, channels_last=channels_last)
+        conv = next(m for m in module.network.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) == channels_last
+        loss = module.loss(module(batch["image"]), batch["label"])
+        loss.backward()
+        results.append((loss.detach(), conv.weight.grad.contiguous()))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    assert torch.allclose(loss_a, loss_b, atol=1e-5)  # the layout changes the summation order only
+    assert torch.allclose(grad_a, grad_b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("accelerator, available, expected", [("cpu", True, True), ("auto", False, True),
+                                                              ("auto", True, False), ("gpu", True, False)])
+def test_auto_channels_last_is_on_for_cpu_training(monkeypatch, accelerator, available, expected) -> None:
+    from roidetect.learn.train import resolve_channels_last
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    assert resolve_channels_last("auto", {"accelerator": accelerator}) == expected
+    assert resolve_channels_last(False, {"accelerator": "cpu"}) is False
+
+
+def test_bad_channels_last_is_refused(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(train_args(dataset, tmp_path / "run", "channels_last=sometimes")) == 2
+    assert "channels_last" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_init_starts_from_a_packages_network_and_weights(dataset: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

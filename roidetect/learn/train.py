@@ -90,7 +90,8 @@ def train(cfg: Any) -> Path | None:
             data = build_training_data(options["data"], int(options["seed"]),
                                        input_divisor(network["class"], network["args"]))
         module = SegmentationModule(network, _loss_options(options["loss"]), options["optimizer"],
-                                    list(data.patch_size), options["sliding_window"], options["detection"])
+                                    list(data.patch_size), options["sliding_window"], options["detection"],
+                                    resolve_channels_last(options.get("channels_last", False), options["trainer"]))
         if start is not None:
             module.network.load_state_dict(start.network.state_dict())
         trainer = _build_trainer(options, out)
@@ -291,6 +292,17 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def resolve_channels_last(setting: Any, trainer: Mapping[str, Any]) -> bool:
+    """``channels_last`` for ``auto``: on when training runs on the CPU, where oneDNN's 3D
+    convolutions are about 1.5x faster on channels-last tensors (benchmarks/bench_train_cpu.py)."""
+    if setting == "auto":
+        accelerator = str(trainer.get("accelerator", "auto"))
+        return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if not isinstance(setting, bool):
+        raise UserError(f"channels_last={setting!r}: give true, false or auto")
+    return setting
 
 
 def _build_trainer(options: dict[str, Any], out: Path) -> Any:
