@@ -318,6 +318,36 @@ def test_voxel_weights_raise_the_loss_only_where_above_one(batch_dice: bool) -> 
     assert logits.grad[:, :, 6:].abs().max() == 0
 
 
+@pytest.mark.parametrize("batch_dice", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_loss_is_the_monai_loss_of_the_annotated_voxels(batch_dice: bool, channels_last: bool) -> None:
+    import torch.nn.functional as F
+
+    from roidetect.learn.losses import build_loss
+
+    loss = build_loss("DiceCELoss", batch_dice=batch_dice)
+    torch.manual_seed(2)
+    target = torch.randint(0, 4, (2, 1, 8, 8, 8))
+    target[0, 0, 5:] = IGNORE
+    target[1, 0, :, :2] = IGNORE
+    weight = 1 + 3 * torch.rand(target.shape)
+    logits = torch.randn(2, 4, 8, 8, 8)
+    keep = target[:, 0] != IGNORE  # (2, 8, 8, 8)
+    per_sample = [(logits[i][:, keep[i]], target[i, 0][keep[i]]) for i in range(2)]
+    if batch_dice:
+        pooled = (torch.cat([p for p, _ in per_sample], dim=1), torch.cat([t for _, t in per_sample]))
+        expected = loss.loss(pooled[0][None], pooled[1].reshape(1, 1, -1))
+    else:
+        expected = torch.stack([loss.loss(p[None], t.reshape(1, 1, -1)) for p, t in per_sample]).mean()
+    picked = logits.permute(1, 0, 2, 3, 4)[:, keep]
+    cross_entropy = F.cross_entropy(picked.T, target[:, 0][keep], reduction="none")
+    expected_weighted = expected + ((weight[:, 0][keep] - 1) * cross_entropy).sum() / keep.sum()
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(loss(logits, target), expected, atol=1e-6)
+    assert torch.allclose(loss(logits, target, weight), expected_weighted, atol=1e-6)
+
+
 def test_unknown_loss_is_a_user_error() -> None:
     from roidetect.learn.losses import build_loss
 

@@ -48,7 +48,7 @@ def test_every_config_option_composes_and_builds(group: str, option: str, datase
     from roidetect.learn.losses import build_loss
     from roidetect.learn.module import build_optimizer
     from roidetect.learn.networks import build_network, input_divisor
-    from roidetect.learn.train import _build_trainer, _loss_options
+    from roidetect.learn.train import _build_trainer, loss_options
 
     folder = [f"data.path={dataset}", f"data.cache_dir={tmp_path / 'cache'}"]
     data_choice = option if group == "data" else "folder"
@@ -61,7 +61,7 @@ def test_every_config_option_composes_and_builds(group: str, option: str, datase
     if group == "model" and sum(p.numel() for p in network.parameters()) < 5_000_000:
         shape = tuple(2 * d for d in divisor)
         assert network(torch.zeros(1, 1, *shape)).shape == (1, 4, *shape)
-    loss = build_loss(**_loss_options(options["loss"]))
+    loss = build_loss(**loss_options(options["loss"]))
     assert torch.isfinite(loss(torch.randn(2, 4, 4, 4, 4), torch.randint(0, 4, (2, 1, 4, 4, 4))))
     assert build_optimizer(network.parameters(), options["optimizer"]) is not None
     if options["trainer"]["accelerator"] != "gpu" or torch.cuda.is_available():

@@ -65,24 +65,25 @@ class IgnoreLabelLoss(nn.Module):
         """
         if target.ndim == logits.ndim - 1:
             target = target.unsqueeze(1)
-        channels = logits.shape[1]
-        flat_logits = logits.float().reshape(logits.shape[0], channels, -1)
-        flat_target = target.reshape(target.shape[0], 1, -1).long()
-        keep = flat_target[:, 0] != self.ignore_label
-        if not keep.any():
-            return flat_logits.sum() * 0.0
-        if self.batch_dice or weight is not None:
-            picked = flat_logits.permute(1, 0, 2)[:, keep]  # (C, M)
-            picked_target = flat_target[:, 0][keep]  # (M,)
+        batch, channels = logits.shape[:2]
+        flat_target = target.reshape(-1).long()  # voxel order (sample, z, y, x)
+        annotated = (flat_target != self.ignore_label).nonzero().squeeze(1)
+        if annotated.numel() == 0:
+            return logits.float().sum() * 0.0
+        # (C, B * N) in one copy whatever the memory layout, then the annotated voxels by
+        # index: on the CPU far cheaper, forward and backward, than a boolean mask.
+        picked = logits.float().transpose(0, 1).reshape(channels, -1).index_select(1, annotated)  # (C, M)
+        picked_target = flat_target.index_select(0, annotated)  # (M,)
         if self.batch_dice:
             loss = self.loss(picked.unsqueeze(0), picked_target.reshape(1, 1, -1))
         else:
-            loss = torch.stack([self.loss(flat_logits[i][:, keep[i]].unsqueeze(0), flat_target[i][:, keep[i]].unsqueeze(0))
-                                for i in range(logits.shape[0]) if keep[i].any()]).mean()
+            sample = annotated // (flat_target.numel() // batch)  # the patch of each annotated voxel
+            loss = torch.stack([self.loss(picked[:, sample == i][None], picked_target[sample == i].reshape(1, 1, -1))
+                                for i in sample.unique()]).mean()
         if weight is None:
             return loss
-        extra = weight.reshape(weight.shape[0], -1)[keep].float() - 1.0
-        cross_entropy = F.cross_entropy(picked.T, picked_target, reduction="none")
+        extra = weight.reshape(-1).index_select(0, annotated).float() - 1.0
+        cross_entropy = F.cross_entropy(picked.unsqueeze(0), picked_target.unsqueeze(0), reduction="none")[0]
         return loss + (extra * cross_entropy).sum() / picked_target.numel()
 
 

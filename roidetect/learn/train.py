@@ -89,7 +89,7 @@ def train(cfg: Any) -> Path | None:
         with runlog.step("data"):
             data = build_training_data(options["data"], int(options["seed"]),
                                        input_divisor(network["class"], network["args"]))
-        module = SegmentationModule(network, _loss_options(options["loss"]), options["optimizer"],
+        module = SegmentationModule(network, loss_options(options["loss"]), options["optimizer"],
                                     list(data.patch_size), options["sliding_window"], options["detection"],
                                     resolve_channels_last(options.get("channels_last", False), options["trainer"]))
         if start is not None:
@@ -220,7 +220,7 @@ def _quieten(quiet: bool) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _loss_options(loss: Mapping[str, Any]) -> dict[str, Any]:
+def loss_options(loss: Mapping[str, Any]) -> dict[str, Any]:
     """``build_loss`` arguments from the ``loss`` config (``args`` flattened)."""
     return {"name": loss["name"], "class_weights": loss.get("class_weights"), "batch_dice": loss.get("batch_dice", True),
             **dict(loss.get("args", {}))}
@@ -295,8 +295,8 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 
 
 def resolve_channels_last(setting: Any, trainer: Mapping[str, Any]) -> bool:
-    """``channels_last`` for ``auto``: on when training runs on the CPU, where oneDNN's 3D
-    convolutions are about 1.5x faster on channels-last tensors (benchmarks/bench_train_cpu.py)."""
+    """``channels_last`` for ``auto``: on when training runs on the CPU, where a step of the
+    default recipe is about 1.3x faster on channels-last tensors (benchmarks/bench_train_throughput.py)."""
     if setting == "auto":
         accelerator = str(trainer.get("accelerator", "auto"))
         return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
