@@ -349,8 +349,8 @@ def test_auto_channels_last_is_on_for_cpu_training(monkeypatch, accelerator, ava
     from roidetect.learn.train import resolve_channels_last
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
-    assert resolve_channels_last("auto", {"accelerator": accelerator}) == expected
-    assert resolve_channels_last(False, {"accelerator": "cpu"}) is False
+    assert resolve_channels_last("auto", accelerator) == expected
+    assert resolve_channels_last(False, "cpu") is False
 
 
 def test_bad_channels_last_is_refused(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

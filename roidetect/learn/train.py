@@ -91,7 +91,8 @@ def train(cfg: Any) -> Path | None:
                                        input_divisor(network["class"], network["args"]))
         module = SegmentationModule(network, loss_options(options["loss"]), options["optimizer"],
                                     list(data.patch_size), options["sliding_window"], options["detection"],
-                                    resolve_channels_last(options.get("channels_last", False), options["trainer"]))
+                                    resolve_channels_last(options.get("channels_last", False),
+                                                          str(options["trainer"].get("accelerator", "auto"))))
         if start is not None:
             module.network.load_state_dict(start.network.state_dict())
         trainer = _build_trainer(options, out)
@@ -289,20 +290,24 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
     (emulated bf16 is about 10x slower than float32 on AVX2-only CPUs)."""
     if precision != "auto":
         return precision
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if _on_cuda(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
-def resolve_channels_last(setting: Any, trainer: Mapping[str, Any]) -> bool:
+def resolve_channels_last(setting: Any, accelerator: str) -> bool:
     """``channels_last`` for ``auto``: on when training runs on the CPU, where a step of the
     default recipe is about 1.3x faster on channels-last tensors (benchmarks/bench_train_throughput.py)."""
     if setting == "auto":
-        accelerator = str(trainer.get("accelerator", "auto"))
-        return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+        return accelerator in ("auto", "cpu") and not _on_cuda(accelerator)
     if not isinstance(setting, bool):
         raise UserError(f"channels_last={setting!r}: give true, false or auto")
     return setting
+
+
+def _on_cuda(accelerator: str) -> bool:
+    """Whether Lightning trains on a CUDA GPU with this ``trainer.accelerator`` (``auto`` picks one if present)."""
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 def _build_trainer(options: dict[str, Any], out: Path) -> Any:
