@@ -78,8 +78,9 @@ class IgnoreLabelLoss(nn.Module):
             loss = self.loss(picked.unsqueeze(0), picked_target.reshape(1, 1, -1))
         else:
             sample = annotated // (flat_target.numel() // batch)  # the patch of each annotated voxel
-            loss = torch.stack([self.loss(picked[:, sample == i][None], picked_target[sample == i].reshape(1, 1, -1))
-                                for i in sample.unique()]).mean()
+            rows_of_patches = (sample == i for i in sample.unique())
+            loss = torch.stack([self.loss(picked[:, rows][None], picked_target[rows].reshape(1, 1, -1))
+                                for rows in rows_of_patches]).mean()
         if weight is None:
             return loss
         extra = weight.reshape(-1).index_select(0, annotated).float() - 1.0
