@@ -12,7 +12,7 @@ from roidetect.labels import CLASS_IDS, CRACK, DEFECT_CLASSES, DELAMINATION, IGN
 from roidetect.surface import depth_below_surface, surface_from_mask
 from roidetect.synth import make_phantom
 from roidetect.synth.phases import BINDER, COLLECTOR, VOID
-from roidetect.synth.presets import RANGES
+from roidetect.synth.presets import RANGES, get_preset, preset_probabilities
 
 CONNECT26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -259,3 +259,30 @@ def test_geometry_blocks_stay_inside_their_x_range(x_range):
 def test_bad_arguments_are_user_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
         make_phantom(**{"shape": (32, 32, 32), **kwargs})
+
+
+def test_preset_weights_steer_the_any_draw():
+    rng = np.random.default_rng(0)
+    drawn = [get_preset("any", rng, {"anode": 1.0}).name for _ in range(20)]
+    assert set(drawn) == {"anode"}
+    rng = np.random.default_rng(0)
+    drawn = [get_preset("any", rng, {"cathode": 1, "anode": 3, "nmc-real": 0}).name for _ in range(400)]
+    assert "nmc-real" not in drawn and 0.65 < drawn.count("anode") / len(drawn) < 0.85
+    assert get_preset("cathode", None, {"anode": 1.0}).name == "cathode"  # weights only steer 'any'
+
+
+def test_preset_weights_reach_the_phantom():
+    for seed in range(3):
+        phantom = make_phantom(shape=(32, 32, 32), seed=seed, preset="any", preset_weights={"nmc-real": 1})
+        assert phantom.manifest["preset"] == "nmc-real"
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"anodes": 1}, "name 'anodes'"),
+    ({"anode": -1, "cathode": 1}, "non-negative"),
+    ({"anode": 0}, "not all 0"),
+    ({"anode": float("nan")}, "non-negative"),
+])
+def test_bad_preset_weights_are_user_errors(weights, message):
+    with pytest.raises(UserError, match=message):
+        preset_probabilities(weights)

@@ -75,6 +75,23 @@ def test_every_config_option_composes_and_builds(group: str, option: str, datase
         assert batch["label"].shape == (small["batch_size"], 1, 16, 16, 16)
 
 
+def test_synthetic_preset_weights_are_checked_and_recorded(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from roidetect.config import compose_config
+    from roidetect.errors import UserError
+    from roidetect.learn.data import build_training_data
+
+    options = OmegaConf.to_container(compose_config("train", ["data=synthetic", f"out={tmp_path / 'run'}"]),
+                                     resolve=True)
+    small = {**options["data"], "preset": "any", "patch_size": [16, 16, 16], "shape": [32, 32, 32],
+             "val_phantoms": 1, "num_workers": 0}
+    data = build_training_data({**small, "preset_weights": {"anode": 2, "cathode": 1}}, 0, (8, 8, 8))
+    assert data.summary["preset_weights"] == {"anode": 2.0, "cathode": 1.0}
+    with pytest.raises(UserError, match="preset weights"):
+        build_training_data({**small, "preset_weights": {"anodes": 1}}, 0, (8, 8, 8))
+
+
 def test_short_cpu_run_writes_a_loadable_package(dataset: Path, tmp_path: Path) -> None:
     from roidetect.learn.bundle import load_package
 

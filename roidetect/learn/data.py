@@ -40,6 +40,8 @@ class PhantomSettings:
     patches_per_phantom: int
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Any :class:`roidetect.synth.SynthParams` field by name, applied after randomisation."""
+    preset_weights: Mapping[str, float] | None = None
+    """Relative weight of each preset when ``preset`` is ``any``; ``None``: equal."""
 
 
 def make_phantom_volume(settings: PhantomSettings, seed: int, name: str, percentiles: Sequence[float]) -> LoadedVolume:
@@ -47,7 +49,8 @@ def make_phantom_volume(settings: PhantomSettings, seed: int, name: str, percent
     from roidetect.synth import make_phantom
 
     phantom = make_phantom(settings.shape, settings.voxel_size_um, seed=seed, preset=settings.preset,
-                           randomise=settings.randomise, **settings.overrides)
+                           randomise=settings.randomise, preset_weights=settings.preset_weights,
+                           **settings.overrides)
     image = np.asarray(phantom.image)
     spacing = tuple(float(s) for s in phantom.spacing_um)
     return LoadedVolume(name, image, np.asarray(phantom.labels, dtype=np.uint8), np.asarray(phantom.instances),
@@ -280,7 +283,7 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
         phantoms = PhantomSettings(tuple(int(s) for s in data["shape"]),  # type: ignore[arg-type]
                                    tuple(float(s) for s in data["voxel_size_um"]),  # type: ignore[arg-type]
                                    str(data["preset"]), bool(data["randomise"]), int(data["patches_per_phantom"]),
-                                   dict(data.get("synth_overrides") or {}))
+                                   dict(data.get("synth_overrides") or {}), _preset_weights(data))
         train_volumes = []
         if data.get("val_path"):
             val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True)
@@ -292,7 +295,7 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
         fingerprint["shape_zyx"] = list(phantoms.shape)
         summary = {"kind": "synthetic", "preset": phantoms.preset, "shape_zyx": list(phantoms.shape),
                    "voxel_size_um": list(phantoms.voxel_size_um), "randomise": phantoms.randomise,
-                   "synth_overrides": dict(phantoms.overrides),
+                   "synth_overrides": dict(phantoms.overrides), "preset_weights": phantoms.preset_weights,
                    "val_volumes": [v.id for v in val_volumes], "val_path": data.get("val_path")}
     else:
         raise UserError(f"data.kind={data['kind']!r}: choose folder or synthetic")
@@ -316,6 +319,18 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
                    batch_size=int(data["batch_size"]), sampling=dict(data["sampling"]),
                    small_region_weight=None if weighting is None else dict(data["small_region_weight"]))
     return TrainingData(module, fingerprint, patch, list(fingerprint["voxel_size_um"]), summary)  # type: ignore[arg-type]
+
+
+def _preset_weights(data: Mapping[str, Any]) -> dict[str, float] | None:
+    """``data.preset_weights`` as plain floats, checked before any phantom is made (``None``: equal)."""
+    from roidetect.synth.presets import preset_probabilities
+
+    weights = data.get("preset_weights")
+    if weights is None:
+        return None
+    weights = {str(name): float(value) for name, value in dict(weights).items()}
+    preset_probabilities(weights)
+    return weights
 
 
 def _folder_volumes(data: Mapping[str, Any], seed: int, percentiles: tuple[float, ...]) -> tuple[list[LoadedVolume], list[LoadedVolume], dict[str, Any], dict[str, Any]]:

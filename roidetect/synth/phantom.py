@@ -85,7 +85,7 @@ class Phantom:
 def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequence[float] | None = None,
                  seed: int = 0, preset: str = "cathode", randomise: bool = False,
                  geometry: str | os.PathLike | np.ndarray | None = None, phases: Mapping[str, int] | None = None,
-                 **overrides: Any) -> Phantom:
+                 preset_weights: Mapping[str, float] | None = None, **overrides: Any) -> Phantom:
     """Make one annotated electrode phantom.
 
     Parameters
@@ -109,6 +109,9 @@ def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequ
     phases : mapping, optional
         Value of each phase in ``geometry`` (``{"particle": 85, "binder": 170}``);
         unlisted values are void.
+    preset_weights : mapping, optional
+        Relative weight of each preset when ``preset`` is ``any`` (``{"anode": 2,
+        "cathode": 1, "nmc-real": 1}``); default equal.
     **overrides
         Any parameter of :class:`~roidetect.synth.params.SynthParams` by name; applied
         after randomisation.
@@ -126,7 +129,7 @@ def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequ
         raise UserError(f"seed {seed!r}: use a non-negative integer")
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)]
     rng_params, rng_micro, rng_defects, rng_imaging, rng_other_scan = streams
-    chosen = get_preset(preset, rng_params)
+    chosen = get_preset(preset, rng_params, preset_weights)
     spacing = _spacing(voxel_size_um)
 
     source: Any = geometry

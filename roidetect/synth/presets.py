@@ -83,22 +83,50 @@ def preset_names() -> list[str]:
     return [*PRESETS, ANY]
 
 
-def get_preset(name: str, rng: np.random.Generator | None = None) -> Preset:
+def get_preset(name: str, rng: np.random.Generator | None = None,
+               weights: Mapping[str, float] | None = None) -> Preset:
     """Look a preset up by name; ``any`` draws one with ``rng``.
+
+    Parameters
+    ----------
+    weights : mapping, optional
+        Relative weight of each preset for ``any`` (unlisted presets weigh 0); default
+        equal weights. Ignored for a named preset.
 
     Raises
     ------
     UserError
-        If the name is unknown.
+        If the name is unknown, or a weight is negative, names no preset or all are 0.
     """
     key = name.strip().lower()
     if key == ANY:
         if rng is None:
             raise ValueError("preset 'any' needs a random generator")
-        key = list(PRESETS)[int(rng.integers(len(PRESETS)))]
+        if weights is None:
+            key = list(PRESETS)[int(rng.integers(len(PRESETS)))]
+        else:
+            probabilities = preset_probabilities(weights)
+            key = list(PRESETS)[int(rng.choice(len(PRESETS), p=probabilities))]
     if key not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
     return PRESETS[key]
+
+
+def preset_probabilities(weights: Mapping[str, float]) -> np.ndarray:
+    """Probability of each preset of :data:`PRESETS`, in order, from relative ``weights``.
+
+    Raises
+    ------
+    UserError
+        If a name is not a preset, a weight is negative or not finite, or all are 0.
+    """
+    unknown = sorted(set(weights) - set(PRESETS))
+    if unknown:
+        raise UserError(f"preset weights name {', '.join(map(repr, unknown))}; choose from {', '.join(PRESETS)}")
+    values = np.array([float(weights.get(name, 0.0)) for name in PRESETS])
+    if not np.isfinite(values).all() or (values < 0).any() or values.sum() <= 0:
+        raise UserError(f"preset weights {dict(weights)}: use non-negative numbers, not all 0")
+    return values / values.sum()
 
 
 # ---------------------------------------------------------------------------- randomisation
