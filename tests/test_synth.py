@@ -268,7 +268,8 @@ def test_preset_weights_steer_the_any_draw():
     rng = np.random.default_rng(0)
     drawn = [get_preset("any", rng, {"cathode": 1, "anode": 3, "nmc-real": 0}).name for _ in range(400)]
     assert "nmc-real" not in drawn and 0.65 < drawn.count("anode") / len(drawn) < 0.85
-    assert get_preset("cathode", None, {"anode": 1.0}).name == "cathode"  # weights only steer 'any'
+    with pytest.raises(UserError, match="need preset 'any'"):
+        get_preset("cathode", None, {"anode": 1.0})
 
 
 def test_preset_weights_reach_the_phantom():

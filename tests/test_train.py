@@ -90,6 +90,8 @@ def test_synthetic_preset_weights_are_checked_and_recorded(tmp_path: Path) -> No
     assert data.summary["preset_weights"] == {"anode": 2.0, "cathode": 1.0}
     with pytest.raises(UserError, match="preset weights"):
         build_training_data({**small, "preset_weights": {"anodes": 1}}, 0, (8, 8, 8))
+    with pytest.raises(UserError, match="need preset 'any'"):
+        build_training_data({**small, "preset": "anode", "preset_weights": {"anode": 1}}, 0, (8, 8, 8))
 
 
 def test_short_cpu_run_writes_a_loadable_package(dataset: Path, tmp_path: Path) -> None:

@@ -91,14 +91,17 @@ def get_preset(name: str, rng: np.random.Generator | None = None,
     ----------
     weights : mapping, optional
         Relative weight of each preset for ``any`` (unlisted presets weigh 0); default
-        equal weights. Ignored for a named preset.
+        equal weights.
 
     Raises
     ------
     UserError
-        If the name is unknown, or a weight is negative, names no preset or all are 0.
+        If the name is unknown; if weights come with a named preset, or one is negative,
+        names no preset or all are 0.
     """
     key = name.strip().lower()
+    if weights is not None and key != ANY:
+        raise UserError(f"preset weights {dict(weights)} need preset 'any', not {name!r}")
     if key == ANY:
         if rng is None:
             raise ValueError("preset 'any' needs a random generator")
