@@ -108,8 +108,7 @@ def get_preset(name: str, rng: np.random.Generator | None = None,
         if weights is None:
             key = list(PRESETS)[int(rng.integers(len(PRESETS)))]
         else:
-            probabilities = preset_probabilities(weights)
-            key = list(PRESETS)[int(rng.choice(len(PRESETS), p=probabilities))]
+            key = _weighted_choice(list(PRESETS), preset_probabilities(weights), rng)
     if key not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
     return PRESETS[key]
@@ -227,6 +226,12 @@ def randomise_params(params: SynthParams, preset: str, rng: np.random.Generator,
     return SynthParams(**{group: replace(values, **drawn[group]) for group, values in groups.items()})
 
 
+def _weighted_choice(options: Sequence[Any], weights: Sequence[float] | np.ndarray, rng: np.random.Generator) -> Any:
+    """One of ``options``, drawn with probability proportional to its entry in ``weights``."""
+    weights = np.asarray(weights, dtype=float)
+    return options[int(rng.choice(len(options), p=weights / weights.sum()))]
+
+
 def _draw(spec: Spec, current: Any, rng: np.random.Generator, shape: Sequence[int],
           spacing_um: Sequence[float]) -> Any:
     kind = spec[0]
@@ -241,8 +246,7 @@ def _draw(spec: Spec, current: Any, rng: np.random.Generator, shape: Sequence[in
     if kind == "bool":
         return bool(rng.random() < spec[1])
     if kind == "choice":
-        options, weights = spec[1], np.asarray(spec[2], dtype=float)
-        return options[int(rng.choice(len(options), p=weights / weights.sum()))]
+        return _weighted_choice(spec[1], spec[2], rng)
     if kind == "zero_or":
         return 0.0 if rng.random() < spec[1] else float(rng.uniform(spec[2], spec[3]))
     if kind == "pair":
