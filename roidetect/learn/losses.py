@@ -5,6 +5,13 @@ focal terms are all sums over voxels, so the annotated voxels of each patch are 
 into a 1D "image" ``(1, C, M)`` and the MONAI loss runs on that: unannotated voxels then
 contribute nothing, neither to the loss nor to its gradient.
 
+MONAI's own ``DiceFocalLoss`` applies a sigmoid focal term to each channel and, without the
+background channel, never asks the background logit to win anywhere: wrong for one-class-
+per-voxel labels. ``DiceFocalLoss`` here is therefore :class:`DiceSoftmaxFocal`, MONAI's
+``DiceLoss`` plus its softmax ``FocalLoss`` over every class, the background included (as
+``DiceCELoss``'s cross-entropy always is); with ``gamma = 0`` and no class weights it is
+``DiceCELoss``.
+
 Per-voxel weights ``w >= 1`` (:mod:`roidetect.learn.region_weights`) add the term
 ``sum((w - 1) * CE) / M`` over the ``M`` annotated voxels of the batch (CE without class
 weights): with ``DiceCELoss``, ``lambda_ce = 1`` and no class weights the cross-entropy
@@ -88,9 +95,48 @@ class IgnoreLabelLoss(nn.Module):
         return loss + (extra * cross_entropy).sum() / picked_target.numel()
 
 
+class DiceSoftmaxFocal(nn.Module):
+    """Dice plus softmax focal loss, MONAI's parts, on logits ``(B, C, ...)`` and class ids ``(B, 1, ...)``.
+
+    Parameters
+    ----------
+    include_background : bool
+        Whether the Dice term counts the background channel (the focal term always does).
+    weight : tensor of shape (C,), optional
+        Class weights of the focal term; the Dice term gets the foreground ones when
+        ``include_background`` is False.
+    lambda_dice, lambda_focal : float
+        Weights of the two terms.
+    gamma : float
+        Focal exponent: ``-(1 - p_t)^gamma * log(p_t)`` per voxel, summed over classes (so
+        ``gamma = 0`` is the cross-entropy of ``DiceCELoss``) and averaged over voxels.
+    **dice_args
+        Other ``monai.losses.DiceLoss`` arguments (``smooth_nr``, ``batch``, ...).
+    """
+
+    def __init__(self, include_background: bool = True, weight: torch.Tensor | None = None, lambda_dice: float = 1.0,
+                 lambda_focal: float = 1.0, gamma: float = 2.0, **dice_args: Any) -> None:
+        from monai.losses import DiceLoss, FocalLoss
+
+        super().__init__()
+        if lambda_dice < 0 or lambda_focal < 0:
+            raise ValueError("lambda_dice and lambda_focal must be >= 0")
+        dice_weight = weight if weight is None or include_background else weight[1:]
+        self.dice = DiceLoss(include_background=include_background, to_onehot_y=True, softmax=True,
+                             weight=dice_weight, **dice_args)
+        self.focal = FocalLoss(include_background=True, to_onehot_y=True, use_softmax=True, gamma=gamma,
+                               weight=weight, reduction="none")
+        self.lambda_dice = lambda_dice
+        self.lambda_focal = lambda_focal
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        focal = self.focal(logits, target).sum(1).mean()  # per voxel over classes, then over voxels
+        return self.lambda_dice * self.dice(logits, target) + self.lambda_focal * focal
+
+
 def build_loss(name: str, class_weights: Sequence[float] | None = None, batch_dice: bool = True,
                ignore_label: int = label_scheme.IGNORE, **kwargs: Any) -> IgnoreLabelLoss:
-    """A MONAI Dice+CE or Dice+Focal loss that ignores unannotated voxels.
+    """A Dice+CE or Dice+softmax-focal loss (MONAI's parts) that ignores unannotated voxels.
 
     Parameters
     ----------
@@ -109,12 +155,11 @@ def build_loss(name: str, class_weights: Sequence[float] | None = None, batch_di
     if name not in LOSSES:
         raise UserError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     weight = None if class_weights is None else torch.as_tensor([float(w) for w in class_weights])
-    if weight is not None and not kwargs.get("include_background", True):
-        # MONAI drops the background weight for Dice itself but needs the full vector for CE.
-        if name == "DiceFocalLoss":
-            weight = weight[1:]
     try:
-        loss = getattr(losses, name)(to_onehot_y=True, softmax=True, weight=weight, **kwargs)
+        if name == "DiceFocalLoss":
+            loss = DiceSoftmaxFocal(weight=weight, **kwargs)
+        else:  # MONAI drops the background weight for Dice itself but needs the full vector for CE
+            loss = losses.DiceCELoss(to_onehot_y=True, softmax=True, weight=weight, **kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot build {name} with arguments {kwargs}: {exc}") from exc
     return IgnoreLabelLoss(loss, ignore_label=ignore_label, batch_dice=batch_dice)
