@@ -298,6 +298,27 @@ def test_loss_ignores_unannotated_voxels(name: str, batch_dice: bool) -> None:
     assert loss(logits, everything_ignored).item() == 0.0
 
 
+def test_focal_loss_is_softmax_focal_over_every_class() -> None:
+    from roidetect.learn.losses import build_loss
+
+    torch.manual_seed(3)
+    target = torch.randint(0, 4, (2, 1, 8, 8, 8))
+    logits = torch.randn(2, 4, 8, 8, 8)
+    # gamma 0: the focal term is the cross-entropy, so the loss is DiceCELoss's
+    plain = build_loss("DiceFocalLoss", include_background=False, gamma=0.0)
+    assert torch.allclose(plain(logits, target), build_loss("DiceCELoss", include_background=False)(logits, target))
+    # the focal term alone trains the background logit too (a per-channel sigmoid focal
+    # without the background channel would leave it no gradient)
+    focal_only = build_loss("DiceFocalLoss", include_background=False, lambda_dice=0.0)
+    trained = logits.clone().requires_grad_(True)
+    focal_only(trained, target).backward()
+    background = target[:, 0] == 0
+    assert (trained.grad[:, 0][background] < 0).all()  # raising the background logit lowers the loss there
+    # gamma > 0 weighs confident voxels down: never above the cross-entropy
+    cross_entropy = build_loss("DiceFocalLoss", include_background=False, lambda_dice=0.0, gamma=0.0)
+    assert focal_only(logits, target) < cross_entropy(logits, target)
+
+
 @pytest.mark.parametrize("batch_dice", [True, False])
 def test_voxel_weights_raise_the_loss_only_where_above_one(batch_dice: bool) -> None:
     from roidetect.learn.losses import build_loss
