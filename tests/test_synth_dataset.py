@@ -78,6 +78,16 @@ def test_cli_synth_with_overrides(tmp_path):
     assert manifest["preset"] == "anode" and manifest["microstructure"]["collector"] is True
 
 
+def test_cli_synth_preset_weights(tmp_path):
+    out = tmp_path / "weighted"
+    code = main(["synth", "--out", str(out), "--n", "2", "--shape", "32", "32", "32", "--preset", "any",
+                 "--preset-weights", "anode=1, cathode=0", "--quiet", "--workers", "1"])
+    assert code == 0
+    spec = json.loads((out / "dataset.json").read_text())
+    assert [v["preset"] for v in spec["volumes"]] == ["anode", "anode"]
+    assert spec["generator"]["parameters"]["preset_weights"] == {"anode": 1.0, "cathode": 0.0}
+
+
 def test_cli_geometry_on_the_shipped_nmc_labelling(tmp_path):
     out = tmp_path / "geo"
     code = main(["synth", "--out", str(out), "--n", "1", "--shape", "48", "48", "48", "--geometry", str(SHIPPED),
@@ -95,6 +105,10 @@ def test_cli_geometry_on_the_shipped_nmc_labelling(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--preset", "cathodes"], "unknown preset"),
     (["--set", "photonz=3"], "did you mean photons"),
+    (["--preset", "any", "--preset-weights", "anode:2"], "NAME=WEIGHT"),
+    (["--preset", "any", "--preset-weights", "anodes=2"], "choose from"),
+    (["--preset", "any", "--preset-weights", "anode=0"], "not all 0"),
+    (["--preset-weights", "anode=2"], "need preset 'any'"),
     (["--set", "photons"], "KEY=VALUE"),
     (["--shape", "8", "32", "32"], "shape"),
     (["--n", "0"], "at least 1"),

@@ -28,6 +28,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--preset", default="cathode", metavar="NAME",
                         help="starting parameters: cathode (NMC/LCO/NCA), anode (Si/graphite), nmc-real "
                              "(shipped real NMC geometry) or any (one drawn per volume); default cathode")
+    parser.add_argument("--preset-weights", metavar="NAME=W,...",
+                        help="with --preset any: relative weight of each preset drawn, e.g. "
+                             "anode=2,cathode=1,nmc-real=1 (unlisted presets weigh 0; default equal)")
     parser.add_argument("--randomise", "--randomize", action="store_true",
                         help="draw microstructure, defect and imaging parameters from wide ranges (for training)")
     parser.add_argument("--preview", action="store_true", help="also write PNG orthoslices with the labels overlaid")
@@ -60,16 +63,32 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def parse_preset_weights(text: str) -> dict[str, float]:
+    """``"anode=2,cathode=1"`` -> ``{"anode": 2.0, "cathode": 1.0}`` (names checked by the generator)."""
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            weights[name.strip().lower()] = float(value)
+        except ValueError:
+            raise UserError(f"--preset-weights {text!r}: write NAME=WEIGHT,..., e.g. anode=2,cathode=1") from None
+    return weights
+
+
 def run(args: argparse.Namespace) -> int:
     from roidetect.synth import parse_phases, write_dataset
 
     if args.phases is not None and args.geometry is None:
         raise UserError("--phases needs --geometry FILE")
     phases = parse_phases(args.phases) if args.phases is not None else None
+    weights = parse_preset_weights(args.preset_weights) if args.preset_weights is not None else None
     out = write_dataset(
         args.out, args.n, shape=args.shape, voxel_size_um=voxel_size(args), seed=args.seed, preset=args.preset,
         randomise=args.randomise, preview=args.preview, workers=args.workers, geometry=args.geometry, phases=phases,
         overrides=parse_overrides(args.overrides), overwrite=args.overwrite, quiet=args.quiet,
+        preset_weights=weights,
     )
     log.info("wrote %d phantom(s) to %s", args.n, out)
     return 0

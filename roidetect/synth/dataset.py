@@ -35,7 +35,7 @@ from roidetect.runlog import RunLog
 from roidetect.synth.geometry import check_phases, load_geometry
 from roidetect.synth.params import SynthParams, apply_overrides
 from roidetect.synth.phantom import make_phantom
-from roidetect.synth.presets import ANY, get_preset
+from roidetect.synth.presets import get_preset
 from roidetect.synth.preview import write_preview
 from roidetect.volume import write_json, write_tiff
 
@@ -51,7 +51,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
                   randomise: bool = False, preview: bool = False, workers: int | None = None,
                   geometry: str | os.PathLike | None = None, phases: Mapping[str, int] | None = None,
                   overrides: Mapping[str, Any] | None = None, overwrite: bool = False, quiet: bool = False,
-                  name: str | None = None) -> Path:
+                  name: str | None = None, preset_weights: Mapping[str, float] | None = None) -> Path:
     """Generate ``n`` phantoms and write them as a dataset folder.
 
     Parameters
@@ -60,7 +60,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
         Output folder; written atomically (an existing non-empty folder needs ``overwrite``).
     n : int
         Number of volumes.
-    shape, voxel_size_um, seed, preset, randomise, geometry, phases, overrides
+    shape, voxel_size_um, seed, preset, randomise, geometry, phases, overrides, preset_weights
         As for :func:`roidetect.synth.make_phantom` (``overrides`` are its ``**overrides``);
         ``seed`` is the dataset seed from which each volume's seed is derived.
     preview : bool
@@ -83,12 +83,13 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
     if workers < 1:
         raise UserError(f"--workers {workers}: use at least 1")
     overrides = dict(overrides or {})
-    _check_inputs(preset, geometry, phases, overrides)
+    preset_weights = None if preset_weights is None else {k: float(v) for k, v in preset_weights.items()}
+    _check_inputs(preset, preset_weights, geometry, phases, overrides)
     check_output_dir(out_dir, overwrite)
 
     kwargs = {"shape": None if shape is None else [int(v) for v in shape], "voxel_size_um": voxel_size_um,
               "preset": preset, "randomise": bool(randomise), "geometry": None if geometry is None else str(geometry),
-              "phases": None if phases is None else dict(phases), **overrides}
+              "phases": None if phases is None else dict(phases), "preset_weights": preset_weights, **overrides}
     seeds = volume_seeds(seed, int(n))
     width = max(4, len(str(n - 1)))
     jobs = [(f"vol_{i:0{width}d}", s) for i, s in enumerate(seeds)]
@@ -117,11 +118,10 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
     return Path(out_dir)
 
 
-def _check_inputs(preset: str, geometry: str | os.PathLike | None, phases: Mapping[str, int] | None,
-                  overrides: Mapping[str, Any]) -> None:
-    """Fail before any work on a bad preset, parameter, phase list or geometry file."""
-    if preset.strip().lower() != ANY:
-        get_preset(preset)
+def _check_inputs(preset: str, preset_weights: Mapping[str, float] | None, geometry: str | os.PathLike | None,
+                  phases: Mapping[str, int] | None, overrides: Mapping[str, Any]) -> None:
+    """Fail before any work on a bad preset or preset weights, parameter, phase list or geometry file."""
+    get_preset(preset, np.random.default_rng(0), preset_weights)
     apply_overrides(SynthParams(), overrides)
     if phases is not None:
         check_phases(phases)
