@@ -91,8 +91,7 @@ def train(cfg: Any) -> Path | None:
                                        input_divisor(network["class"], network["args"]))
         module = SegmentationModule(network, loss_options(options["loss"]), options["optimizer"],
                                     list(data.patch_size), options["sliding_window"], options["detection"],
-                                    resolve_channels_last(options.get("channels_last", False),
-                                                          str(options["trainer"].get("accelerator", "auto"))))
+                                    resolve_channels_last(options.get("channels_last", False), _accelerator(options)))
         if start is not None:
             module.network.load_state_dict(start.network.state_dict())
         trainer = _build_trainer(options, out)
@@ -305,6 +304,11 @@ def resolve_channels_last(setting: Any, accelerator: str) -> bool:
     return setting
 
 
+def _accelerator(options: dict[str, Any]) -> str:
+    """The run's ``trainer.accelerator`` (Lightning's default ``auto`` when unset)."""
+    return str(options["trainer"].get("accelerator", "auto"))
+
+
 def _on_cuda(accelerator: str) -> bool:
     """Whether Lightning trains on a CUDA GPU with this ``trainer.accelerator`` (``auto`` picks one if present)."""
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -318,7 +322,7 @@ def _build_trainer(options: dict[str, Any], out: Path) -> Any:
     from roidetect.learn.module import MONITOR
 
     settings = dict(options["trainer"])
-    settings["precision"] = resolve_precision(settings.get("precision", "auto"), str(settings.get("accelerator", "auto")))
+    settings["precision"] = resolve_precision(settings.get("precision", "auto"), _accelerator(options))
     quiet = bool(options["quiet"])
     folder = out / CHECKPOINTS
     callbacks: list[Any] = [
