@@ -107,6 +107,7 @@ def test_cli_geometry_on_the_shipped_nmc_labelling(tmp_path):
     (["--set", "photonz=3"], "did you mean photons"),
     (["--preset", "any", "--preset-weights", "anode:2"], "NAME=WEIGHT"),
     (["--preset", "any", "--preset-weights", "anodes=2"], "choose from"),
+    (["--preset", "any", "--preset-weights", "anode=2,anode=1"], "given twice"),
     (["--preset", "any", "--preset-weights", "anode=0"], "not all 0"),
     (["--preset-weights", "anode=2"], "need preset 'any'"),
     (["--set", "photons"], "KEY=VALUE"),

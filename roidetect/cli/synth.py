@@ -71,7 +71,10 @@ def parse_preset_weights(text: str) -> dict[str, float]:
         try:
             if not sep or not name.strip():
                 raise ValueError
-            weights[name.strip().lower()] = float(value)
+            key = name.strip().lower()
+            if key in weights:
+                raise UserError(f"--preset-weights {text!r}: {key} is given twice")
+            weights[key] = float(value)
         except ValueError:
             raise UserError(f"--preset-weights {text!r}: write NAME=WEIGHT,..., e.g. anode=2,cathode=1") from None
     return weights
