@@ -272,6 +272,7 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
     """
     from roidetect.errors import UserError
     from roidetect.learn.fingerprint import default_patch_size, fingerprint_arrays, summarise
+    from roidetect.synth.presets import checked_preset_weights
 
     percentiles = tuple(float(p) for p in data["percentiles"])
     weighting = RegionWeighting.from_config(data.get("small_region_weight"))
@@ -283,7 +284,8 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
         phantoms = PhantomSettings(tuple(int(s) for s in data["shape"]),  # type: ignore[arg-type]
                                    tuple(float(s) for s in data["voxel_size_um"]),  # type: ignore[arg-type]
                                    str(data["preset"]), bool(data["randomise"]), int(data["patches_per_phantom"]),
-                                   dict(data.get("synth_overrides") or {}), _preset_weights(data))
+                                   dict(data.get("synth_overrides") or {}),
+                                   checked_preset_weights(data.get("preset_weights")))  # before any phantom is made
         train_volumes = []
         if data.get("val_path"):
             val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True)
@@ -319,18 +321,6 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
                    batch_size=int(data["batch_size"]), sampling=dict(data["sampling"]),
                    small_region_weight=None if weighting is None else dict(data["small_region_weight"]))
     return TrainingData(module, fingerprint, patch, list(fingerprint["voxel_size_um"]), summary)  # type: ignore[arg-type]
-
-
-def _preset_weights(data: Mapping[str, Any]) -> dict[str, float] | None:
-    """``data.preset_weights`` as plain floats, checked before any phantom is made (``None``: equal)."""
-    from roidetect.synth.presets import preset_probabilities
-
-    weights = data.get("preset_weights")
-    if weights is None:
-        return None
-    weights = {str(name): float(value) for name, value in dict(weights).items()}
-    preset_probabilities(weights)
-    return weights
 
 
 def _folder_volumes(data: Mapping[str, Any], seed: int, percentiles: tuple[float, ...]) -> tuple[list[LoadedVolume], list[LoadedVolume], dict[str, Any], dict[str, Any]]:

@@ -35,7 +35,7 @@ from roidetect.runlog import RunLog
 from roidetect.synth.geometry import check_phases, load_geometry
 from roidetect.synth.params import SynthParams, apply_overrides
 from roidetect.synth.phantom import make_phantom
-from roidetect.synth.presets import get_preset
+from roidetect.synth.presets import checked_preset_weights, get_preset
 from roidetect.synth.preview import write_preview
 from roidetect.volume import write_json, write_tiff
 
@@ -83,7 +83,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
     if workers < 1:
         raise UserError(f"--workers {workers}: use at least 1")
     overrides = dict(overrides or {})
-    preset_weights = None if preset_weights is None else {k: float(v) for k, v in preset_weights.items()}
+    preset_weights = checked_preset_weights(preset_weights)
     _check_inputs(preset, preset_weights, geometry, phases, overrides)
     check_output_dir(out_dir, overwrite)
 
@@ -120,8 +120,9 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
 
 def _check_inputs(preset: str, preset_weights: Mapping[str, float] | None, geometry: str | os.PathLike | None,
                   phases: Mapping[str, int] | None, overrides: Mapping[str, Any]) -> None:
-    """Fail before any work on a bad preset or preset weights, parameter, phase list or geometry file."""
-    get_preset(preset, np.random.default_rng(0), preset_weights)
+    """Fail before any work on a bad preset (or weights given with a named one), parameter, phase list or
+    geometry file."""
+    get_preset(preset, np.random.default_rng(0), preset_weights)  # a throwaway draw: checks the name and weights
     apply_overrides(SynthParams(), overrides)
     if phases is not None:
         check_phases(phases)

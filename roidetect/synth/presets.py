@@ -114,6 +114,18 @@ def get_preset(name: str, rng: np.random.Generator | None = None,
     return PRESETS[key]
 
 
+def checked_preset_weights(weights: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """Preset weights as a plain ``{name: float}``, checked as :func:`preset_probabilities` does.
+
+    ``None`` (an equal draw) stays ``None``.
+    """
+    if weights is None:
+        return None
+    plain = {str(name): float(value) for name, value in dict(weights).items()}
+    preset_probabilities(plain)
+    return plain
+
+
 def preset_probabilities(weights: Mapping[str, float]) -> np.ndarray:
     """Probability of each preset of :data:`PRESETS`, in order, from relative ``weights``.
 
