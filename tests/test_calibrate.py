@@ -172,3 +172,41 @@ def test_a_card_without_sliding_window_calibrates_and_predicts_with_the_defaults
     new = tmp_path / "calibrated"
     assert main(["calibrate", str(bare), "--out", str(new), "--data", str(dataset), "--quiet"]) == 0
     assert json.loads((new / "card.json").read_text())["sliding_window"] == DEFAULT_SLIDING_WINDOW
+
+
+class _GapNetwork(torch.nn.Module):
+    """Logits that call bright input voxels delamination with probability about 0.7."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))  # gives the network a device
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        bright = (image > 0.5).float()
+        return torch.cat([1.0 - bright, 0 * image, 0 * image, bright * 2.0 + (1 - bright) * -5.0], dim=1)
+
+
+def test_calibration_scores_every_detection_whatever_min_score_the_card_holds() -> None:
+    """A card's min_score is a calibrated probability; refitting must not apply it to raw scores.
+
+    Before the fix a card whose delamination min_score was 1.0 (the one-standard-error rule can
+    choose it on a few validation volumes) dropped every gap before the fit, and the refitted
+    card had no delamination threshold at all.
+    """
+    from types import SimpleNamespace
+
+    from roidetect.detect import DetectionParams
+    from roidetect.learn.final_validation import validate
+
+    image = np.zeros((32, 32, 32), np.float32)
+    image[10:14, 8:24, 8:24] = 1.0  # a gap 4 voxels thick
+    label = (image > 0).astype(np.uint8) * 3
+    volume = SimpleNamespace(id="v", image=image, intensity_range=(0.0, 1.0), label=label,
+                             instances=(label > 0).astype(np.uint32), spacing_um=(0.05, 0.05, 0.05))
+    params = {"min_volume_um3": {"pore": 0.0, "crack": 0.0, "delamination": 0.0}}
+    runs = [validate(_GapNetwork(), [volume], (32, 32, 32), WINDOW,
+                     DetectionParams(**params, min_score=min_score), min_detections=1)
+            for min_score in ({}, {"pore": 1.0, "crack": 1.0, "delamination": 1.0})]
+    for run in runs:
+        assert run.samples.summary()["delamination"] == {"detections": 1, "matched": 1, "true": 1}
+        assert 0.5 < run.samples.scores["delamination"][0] < 1.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,9 @@ def validate(network: torch.nn.Module, volumes: Sequence[Any], patch_size: Seque
     sliding_window : mapping
         ``overlap``, ``sw_batch_size``, ``mode``.
     detection : DetectionParams
-        Thresholds for :mod:`roidetect.detect` (``min_score`` is not applied here).
+        Thresholds for :mod:`roidetect.detect`. Its ``min_score`` is ignored: a card's
+        ``min_score`` is a calibrated probability, these scores are still raw, and the
+        calibration is fitted on every detection.
     min_detections : int
         Classes with fewer validation detections get no calibration curve.
     tta : bool
@@ -86,6 +88,7 @@ def validate(network: torch.nn.Module, volumes: Sequence[Any], patch_size: Seque
     from roidetect.learn.module import volume_probabilities
     from roidetect.learn.validation import metrics_from_counts, score_volume
 
+    detection = replace(detection, min_score={})
     variants = augmentations(False) if tta else [Augmentation()]
     samples = CalibrationSamples()
     totals = None
