@@ -96,7 +96,6 @@ def ensemble_card(packages: Sequence[Any], sources: Sequence[str], name: str | N
                 raise UserError(f"{package.path}: card.json {key} {package.card[key]!r} differs from "
                                 f"{first[key]!r} in {packages[0].path}; ensemble members must share "
                                 f"{', '.join(MATCHING_KEYS)}")
-    detection = {k: v for k, v in first.get("detection", {}).items() if k != "min_score"}
     members = [{"name": p.card["name"], "source": source, "weights_sha256": sha256_of(p.path / WEIGHTS),
                 "training": p.card.get("training", {}), "metrics": p.card.get("metrics", {})}
                for p, source in zip(packages, sources)]
@@ -104,7 +103,7 @@ def ensemble_card(packages: Sequence[Any], sources: Sequence[str], name: str | N
             **{key: first[key] for key in MATCHING_KEYS},
             "network": {"class": ENSEMBLE, "args": {"members": [p.card["network"] for p in packages]}},
             "sliding_window": sliding_window_of(first, packages[0].path),
-            "detection": detection,
+            "detection": first.get("detection", {}),
             "ensemble": {"members": members,
                          "combination": "mean of the members' softmax probabilities"},
             "versions": library_versions()}
