@@ -158,8 +158,10 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
     dict
         ``voxel``, ``instance``, ``mean``, ``recall_by_size``, ``sites`` (or None),
         ``matches`` (``[pred id, true id, tolerant Dice]`` per class), ``not_counted_ids``
-        (predictions lying mostly on ignored voxels) and the settings used; JSON-ready once
-        NaNs are replaced (:func:`json_ready`).
+        (predictions lying mostly on ignored voxels), ``excused_ids`` (predictions matched to
+        a true instance below ``min_true_volume_um3``: in ``matches``, yet neither true nor
+        false positives) and the settings used; JSON-ready once NaNs are replaced
+        (:func:`json_ready`).
     """
     params = params or EvaluationParams()
     shape = tuple(int(s) for s in true_labels.shape)
@@ -184,6 +186,7 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
     scores = _pair_scores(acc, predicted, truth)
     instance, matches = {}, {}
     too_small = _below_min_volume(truth, params.min_true_volume_um3)
+    small_ids = set(truth["id"].to_numpy()[too_small].tolist())
     for name in (*DEFECT_NAMES, ANY):
         result, pairs = _match_class(name, predicted, counted, truth, too_small, scores, params.match_threshold)
         instance[name], matches[name] = result, pairs
@@ -205,6 +208,8 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
                                                            spacing_um, origin_um),
         "matches": matches,
         "not_counted_ids": [int(i) for i in predicted["id"].to_numpy()[~counted]],
+        "excused_ids": sorted(int(pred_id) for name in DEFECT_NAMES for pred_id, true_id, _ in matches[name]
+                              if true_id in small_ids),
     }
 
 

@@ -96,6 +96,26 @@ def test_ignored_voxels(truth):
     assert compare(pred, annotated)["instance"]["pore"]["fp"] == 1
 
 
+def test_a_match_to_a_true_defect_below_the_minimum_size_is_excused():
+    """Such a prediction is in ``matches`` and ``excused_ids``, and neither a true nor a false positive."""
+    from roidetect.detect import DetectionParams
+
+    shape = (24, 24, 24)
+    truth = np.zeros(shape, np.uint8)
+    truth[4:6, 4:6, 4:6] = PORE  # 8 voxels: 0.001 um^3
+    truth[ball(shape, (16, 16, 16), 3)] = PORE  # 123 voxels
+    pred = truth.copy()
+    pred[3:6, 3:6, 3:6] = PORE  # 27 voxels: detected, and its tolerant Dice with the small pore is 1
+    params = {"min_volume_um3": {"pore": 0.002, "crack": 0.002, "delamination": 0.002}, "min_voxels": 1}
+    result = evaluate_arrays(one_hot(pred), truth, spacing_um=SPACING, detection=DetectionParams(**params))
+    pore = result["instance"]["pore"]
+    assert (pore["true"], pore["predicted"], pore["tp"], pore["fp"], pore["fn"]) == (1, 1, 1, 0, 0)
+    assert pore["true_below_min_size"] == 1
+    assert len(result["matches"]["pore"]) == 2 and len(result["excused_ids"]) == 1
+    assert result["excused_ids"][0] in {pair[0] for pair in result["matches"]["pore"]}
+    assert result["not_counted_ids"] == []
+
+
 def test_truth_labels_must_be_a_label_map(truth):
     with pytest.raises(UserError, match="0-3 or 255"):
         compare(truth, truth * 3)

@@ -460,6 +460,32 @@ def test_min_score_is_the_highest_threshold_within_one_standard_error_of_the_bes
     assert minimum <= min(t for t in levels if t >= minimum)  # rounding keeps the chosen detections
 
 
+def test_a_detection_of_a_true_defect_below_the_minimum_size_is_left_out_of_the_calibration() -> None:
+    """It is neither right nor wrong, as in the evaluation; counted as matched it made the
+    matched detections outnumber the true instances, and on one such volume the threshold
+    fit took the square root of a negative number and failed."""
+    from roidetect.detect import DetectionParams
+    from roidetect.labels import PORE
+    from roidetect.learn.calibration import CalibrationSamples, fit_calibration, min_scores_by_f1
+    from roidetect.learn.validation import score_volume
+
+    truth = np.zeros((24, 24, 24), np.uint8)
+    truth[4:6, 4:6, 4:6] = PORE  # 8 voxels, below the minimum size of 0.002 um^3 (16 voxels)
+    truth[12:17, 12:17, 12:17] = PORE  # 125 voxels
+    pred = truth.copy()
+    pred[3:6, 3:6, 3:6] = PORE  # 27 voxels: detected, and it matches the small pore
+    probabilities = np.stack([(pred == c).astype(np.float32) for c in range(4)]) * 0.8 + 0.05
+    detection = DetectionParams(min_voxels=1, min_volume_um3={"pore": 0.002, "crack": 0.002, "delamination": 0.002})
+    scored = score_volume(probabilities, truth, None, (0.05, 0.05, 0.05), detection)
+    assert len(scored.detections) == 2 and scored.counted.tolist().count(False) == 1
+    samples = CalibrationSamples()
+    for _ in range(10):
+        samples.add(scored.detections, scored.result, scored.counted)
+    assert samples.summary()["pore"] == {"detections": 10, "matched": 10, "true": 10}
+    samples.scores["pore"][0] = 0.5  # two distinct scores, so a curve is fitted
+    assert 0.0 <= min_scores_by_f1(samples, fit_calibration(samples))["pore"] <= 1.0
+
+
 def test_min_score_drops_detections_that_add_nothing_and_keeps_those_that_do() -> None:
     from roidetect.learn.calibration import min_scores_by_f1
 

@@ -39,8 +39,10 @@ class CalibrationSamples:
             ``[[pred id, true id, score], ...]``) and ``instance`` (per class ``tp`` and
             ``fn``, whose sum is the number of counted true instances).
         counted : ndarray of bool, shape (len(detections),)
-            False for detections that lie mostly on unannotated voxels: neither right nor
-            wrong, so left out.
+            False for detections that are neither right nor wrong, so left out: those lying
+            mostly on unannotated voxels and those matched to a true defect smaller than
+            detection reports (:attr:`roidetect.learn.validation.VolumeScore.counted`). So
+            the matched detections of a class never outnumber its true instances.
         """
         for name in self.scores:
             rows = (detections["class"] == name).to_numpy() & counted

@@ -38,7 +38,9 @@ class VolumeScore:
     detections : DataFrame
         The detections table (``score_raw`` per detection).
     counted : ndarray of bool
-        Detections lying mostly on annotated voxels.
+        Detections that are right or wrong: lying mostly on annotated voxels and not matched
+        to a true defect below detection's minimum size (``result["excused_ids"]``), which
+        counts as neither.
     """
 
     result: dict[str, Any]
@@ -72,7 +74,7 @@ def score_volume(probabilities: np.ndarray, true_labels: np.ndarray, true_instan
         voxels = vox["true_voxels"] + vox["predicted_voxels"]
         dice = vox["dice"] if math.isfinite(vox["dice"]) else 0.0
         counts[i] = (inst["tp"], inst["fp"], inst["fn"], dice * voxels, voxels)
-    counted = ~found.table["id"].isin(result["not_counted_ids"]).to_numpy()
+    counted = ~found.table["id"].isin([*result["not_counted_ids"], *result["excused_ids"]]).to_numpy()
     return VolumeScore(result, counts, found.table, counted)
 
 
