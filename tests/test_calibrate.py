@@ -210,3 +210,22 @@ def test_calibration_scores_every_detection_whatever_min_score_the_card_holds() 
     for run in runs:
         assert run.samples.summary()["delamination"] == {"detections": 1, "matched": 1, "true": 1}
         assert 0.5 < run.samples.scores["delamination"][0] < 1.0
+
+
+def test_a_class_left_without_a_calibration_curve_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from roidetect.learn.calibration import CalibrationSamples
+    from roidetect.learn.final_validation import ModeValidation, with_calibration
+
+    samples = CalibrationSamples()
+    samples.scores["pore"], samples.matched["pore"] = [0.6, 0.9] * 10, [False, True] * 10
+    samples.scores["crack"], samples.matched["crack"] = [0.7] * 3, [True] * 3
+    samples.true_instances.update(pore=12, crack=4, delamination=0)
+    mode = ModeValidation({"overall": {}}, {"pore": {"x": [0.6, 0.9], "y": [0.0, 1.0]}}, samples)
+    with caplog.at_level("WARNING", logger="roidetect.learn.final_validation"):
+        card = with_calibration({}, {False: mode, True: mode}, {"kind": "validation", "volumes": ["v"]})
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert set(card["calibration"]) == {"pore"}
+    assert any(m.startswith("crack (plain): 3 detection(s), 3 real, of 4 true") for m in warned)
+    assert any(m.startswith("crack (with TTA)") for m in warned)
+    assert any(m.startswith("delamination (plain): 0 detection(s)") for m in warned)
+    assert not any(m.startswith("pore") for m in warned)

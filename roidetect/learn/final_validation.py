@@ -145,9 +145,11 @@ def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidatio
     The plain mode sets ``calibration``, ``detection.min_score``, ``metrics.validation`` and
     ``training.calibration_samples``; the TTA mode, when validated, sets the ``tta`` section;
     ``source`` (:func:`calibration_source`) becomes ``calibration_data``. Everything else in
-    ``card`` stays as it is.
+    ``card`` stays as it is. A warning names each class left without a calibration curve.
     """
     plain = modes[False]
+    for tta, mode in modes.items():
+        _warn_uncalibrated(mode, "with TTA" if tta else "plain")
     card = {**card,
             "detection": {**card.get("detection", {}), "min_score": plain.min_score},
             "calibration": plain.calibration,
@@ -160,6 +162,16 @@ def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidatio
                        "min_score": tta.min_score, "calibration": tta.calibration,
                        "validation": tta.metrics["overall"], "calibration_samples": tta.samples.summary()}
     return card
+
+
+def _warn_uncalibrated(mode: ModeValidation, name: str) -> None:
+    """Log a warning for each defect class the calibration volumes left without a curve."""
+    for cls, counts in mode.samples.summary().items():
+        if cls not in mode.calibration:
+            log.warning("%s (%s): %d detection(s), %d real, of %d true on the calibration volumes: too few or "
+                        "all scored alike, so its scores stay raw mean probabilities and no min_score hides "
+                        "any; calibrate on more annotated volumes (calibration.min_detections)",
+                        cls, name, counts["detections"], counts["matched"], counts["true"])
 
 
 def calibrate_package(model: str, out: str | Path, device: str = "auto", overwrite: bool = False,
