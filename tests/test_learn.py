@@ -416,8 +416,23 @@ def test_calibration_is_monotone_and_stays_in_unit_interval() -> None:
     curves = fit_calibration(samples, min_detections=10)
     assert set(curves) == {"pore"}
     x, y = np.asarray(curves["pore"]["x"]), np.asarray(curves["pore"]["y"])
-    assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0) and y.min() >= 0 and y.max() <= 1
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0) and y.min() > 0 and y.max() < 1
     assert y[-1] > y[0]
+
+
+def test_calibration_smooths_each_step_and_pools_steps_left_out_of_order() -> None:
+    from roidetect.learn.calibration import CalibrationSamples, fit_calibration
+
+    samples = CalibrationSamples()
+    # 10 false at low scores, then 3 real: two steps, 0 of 10 and 3 of 3
+    samples.scores["pore"] = [0.1 + 0.01 * i for i in range(10)] + [0.8, 0.85, 0.9]
+    samples.matched["pore"] = [False] * 10 + [True] * 3
+    # 9 of 10 real, then 1 of 1: smoothed 10/12 > 2/3, so the two pool into 10 of 11
+    samples.scores["crack"] = [0.5 + 0.01 * i for i in range(10)] + [0.95]
+    samples.matched["crack"] = [True] * 9 + [False] + [True]
+    curves = fit_calibration(samples, min_detections=10)
+    assert curves["pore"] == {"x": [0.1, 0.19, 0.8, 0.9], "y": [1 / 12, 1 / 12, 0.8, 0.8]}
+    assert curves["crack"] == {"x": [0.5, 0.95], "y": [pytest.approx(11 / 13)] * 2}
 
 
 def _samples(scores: dict[str, list[float]], matched: dict[str, list[bool]], true: dict[str, int]) -> Any:
