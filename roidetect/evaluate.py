@@ -186,10 +186,13 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
     scores = _pair_scores(acc, predicted, truth)
     instance, matches = {}, {}
     too_small = _below_min_volume(truth, params.min_true_volume_um3)
-    small_ids = set(truth["id"].to_numpy()[too_small].tolist())
+    excused_ids: list[int] = []
     for name in (*DEFECT_NAMES, ANY):
-        result, pairs = _match_class(name, predicted, counted, truth, too_small, scores, params.match_threshold)
+        result, pairs, excused = _match_class(name, predicted, counted, truth, too_small, scores,
+                                              params.match_threshold)
         instance[name], matches[name] = result, pairs
+        if name != ANY:
+            excused_ids += excused
     voxel = _voxel_scores(acc.confusion)
     return {
         "shape_zyx": list(shape),
@@ -208,8 +211,7 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
                                                            spacing_um, origin_um),
         "matches": matches,
         "not_counted_ids": [int(i) for i in predicted["id"].to_numpy()[~counted]],
-        "excused_ids": sorted(int(pred_id) for name in DEFECT_NAMES for pred_id, true_id, _ in matches[name]
-                              if true_id in small_ids),
+        "excused_ids": sorted(excused_ids),
     }
 
 
@@ -296,11 +298,14 @@ def _below_min_volume(truth: pd.DataFrame, min_volume_um3: Mapping[str, float]) 
 
 
 def _match_class(name: str, predicted: pd.DataFrame, counted: np.ndarray, truth: pd.DataFrame,
-                 too_small: np.ndarray, scores: pd.DataFrame, threshold: float) -> tuple[dict[str, Any], list[list[float]]]:
-    """One-to-one matching for one class (or all, for :data:`ANY`); counts and matched pairs.
+                 too_small: np.ndarray, scores: pd.DataFrame,
+                 threshold: float) -> tuple[dict[str, Any], list[list[float]], list[int]]:
+    """One-to-one matching for one class (or all, for :data:`ANY`); counts, matched pairs and
+    the ids of the excused predictions.
 
     Pairs with a true instance in ``too_small`` are matched like any other but counted as
-    neither a true nor a false positive, and such true instances are not counted as missed.
+    neither a true nor a false positive (their predictions are the excused ones), and such
+    true instances are not counted as missed.
     """
     in_class = np.ones(len(truth), dtype=bool) if name == ANY else (truth["class"] == name).to_numpy()
     if name == ANY:
@@ -313,9 +318,9 @@ def _match_class(name: str, predicted: pd.DataFrame, counted: np.ndarray, truth:
     candidates = candidates[candidates["pred"].isin(pred_ids) & (candidates["score"] >= threshold)]
     pairs = _assign(candidates["pred"].to_numpy(), candidates["true"].to_numpy(), candidates["score"].to_numpy())
     small_ids = set(truth["id"].to_numpy()[in_class & too_small].tolist())
-    excused = sum(1 for _, true_id, _ in pairs if true_id in small_ids)
-    tp = len(pairs) - excused
-    n_pred = len(pred_ids) - excused
+    excused = [int(pred_id) for pred_id, true_id, _ in pairs if true_id in small_ids]
+    tp = len(pairs) - len(excused)
+    n_pred = len(pred_ids) - len(excused)
     fp, fn = n_pred - tp, len(true_ids) - tp
     result = {
         "true": int(len(true_ids)), "predicted": int(n_pred), "tp": tp, "fp": int(fp), "fn": int(fn),
@@ -326,7 +331,7 @@ def _match_class(name: str, predicted: pd.DataFrame, counted: np.ndarray, truth:
     }
     if name != ANY:
         result["not_counted"] = int((~counted & (predicted["class"] == name).to_numpy()).sum())
-    return result, pairs
+    return result, pairs, excused
 
 
 def _assign(pred: np.ndarray, true: np.ndarray, score: np.ndarray) -> list[list[float]]:

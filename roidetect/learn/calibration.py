@@ -86,31 +86,36 @@ def fit_calibration(samples: CalibrationSamples, min_detections: int = 10) -> di
         x = np.asarray(scores, dtype=float)
         if len(x) < min_detections or np.ptp(x) == 0:
             continue
-        knots_x, knots_y = [], []
-        for low, high, real, count in _smoothed_steps(x, np.asarray(samples.matched[name], dtype=float)):
-            value = (real + 1) / (count + 2)
-            knots_x += [low, high] if high > low else [low]
-            knots_y += [value, value] if high > low else [value]
+        knots_x: list[float] = []
+        knots_y: list[float] = []
+        for low, high, share in _smoothed_steps(x, np.asarray(samples.matched[name], dtype=float)):
+            bounds = [low, high] if high > low else [low]
+            knots_x += bounds
+            knots_y += [share] * len(bounds)
         curves[name] = {"x": [float(v) for v in knots_x], "y": [float(v) for v in knots_y]}
     return curves
 
 
-def _smoothed_steps(scores: np.ndarray, matched: np.ndarray) -> list[list[float]]:
-    """The isotonic fit's steps as ``[lowest score, highest score, real, count]``, in increasing
-    order, pooled until their smoothed shares (real + 1) / (count + 2) increase strictly."""
+def _smoothed_steps(scores: np.ndarray, matched: np.ndarray) -> list[tuple[float, float, float]]:
+    """The isotonic fit's steps as ``(lowest score, highest score, smoothed share)`` in increasing
+    order, the share of a step with k real detections of n being (k + 1) / (n + 2); neighbours
+    are pooled until the shares increase strictly."""
     from sklearn.isotonic import IsotonicRegression
+
+    def share(step: list[float]) -> float:
+        return (step[2] + 1) / (step[3] + 2)
 
     order = np.argsort(scores, kind="stable")
     scores, matched = scores[order], matched[order]
     fitted = IsotonicRegression(increasing=True).fit(scores, matched).predict(scores)
     starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])  # equal scores share a step
-    steps: list[list[float]] = []
+    steps: list[list[float]] = []  # [lowest score, highest score, real, count]
     for first, stop in zip(starts, [*starts[1:], len(scores)]):
         steps.append([scores[first], scores[stop - 1], matched[first:stop].sum(), stop - first])
-        while len(steps) > 1 and (steps[-2][2] + 1) / (steps[-2][3] + 2) >= (steps[-1][2] + 1) / (steps[-1][3] + 2):
+        while len(steps) > 1 and share(steps[-2]) >= share(steps[-1]):
             last = steps.pop()
             steps[-1][1], steps[-1][2], steps[-1][3] = last[1], steps[-1][2] + last[2], steps[-1][3] + last[3]
-    return steps
+    return [(low, high, share([low, high, real, count])) for low, high, real, count in steps]
 
 
 def min_scores_by_f1(samples: CalibrationSamples, calibration: Mapping[str, Any]) -> dict[str, float]:
