@@ -216,3 +216,16 @@ def test_min_score_of_the_card_and_the_settings_merge_per_class() -> None:
     assert params.min_volume_um3["pore"] == 0.01 and params.high_threshold == 0.5
     with pytest.raises(UserError):
         detection_params(card, {"min_score": {"pore": 1.5}})
+
+
+def test_one_number_sets_min_score_and_min_volume_of_every_class() -> None:
+    from roidetect.inference.settings import detection_params
+    from roidetect.labels import DEFECT_NAMES
+
+    card = {"min_score": {"pore": 0.4, "crack": 0.3, "delamination": 0.2}, "min_volume_um3": {"pore": 0.01}}
+    params = detection_params(card, {"min_score": 0, "min_volume_um3": 0.5})
+    assert params.min_score == dict.fromkeys(DEFECT_NAMES, 0.0)
+    assert params.min_volume_um3 == dict.fromkeys(DEFECT_NAMES, 0.5)
+    for bad in (2, "abc", True):
+        with pytest.raises(UserError):
+            detection_params(card, {"min_score": bad})

@@ -58,12 +58,22 @@ def triplet(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
+def _per_class(key: str, value: Any) -> dict[str, float]:
+    """A per-class detection setting as ``{class name: float}``; one number sets every defect class."""
+    if isinstance(value, Mapping):
+        return {str(k): float(v) for k, v in value.items()}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dict.fromkeys(DEFECT_NAMES, float(value))
+    raise UserError(f"detection.{key}={value}: give one number for every class or one per class, e.g. {{crack: 0}}")
+
+
 def detection_params(card_section: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> Any:
     """:class:`roidetect.detect.DetectionParams` from a model card's ``detection`` and the settings.
 
     Settings that are set win over the card; what neither gives keeps detect's default.
-    ``min_volume_um3`` and ``min_score`` are merged per class name. Values are checked here,
-    before any work.
+    ``min_volume_um3`` and ``min_score`` are merged per class name; a single number sets every
+    defect class (``min_score=0`` keeps every candidate). Values are checked here, before any
+    work.
     """
     from roidetect.detect import DetectionParams
 
@@ -75,7 +85,7 @@ def detection_params(card_section: Mapping[str, Any] | None, overrides: Mapping[
                 continue
             try:
                 if key in ("min_volume_um3", "min_score"):
-                    value = {**chosen.get(key, getattr(defaults, key)), **{str(k): float(v) for k, v in dict(value).items()}}
+                    value = {**chosen.get(key, getattr(defaults, key)), **_per_class(key, value)}
                 else:
                     value = type(getattr(defaults, key))(value)
             except (TypeError, ValueError) as exc:
