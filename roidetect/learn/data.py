@@ -347,22 +347,29 @@ def _fingerprinted(path: str, data: Mapping[str, Any], percentiles: tuple[float,
     return spec, dataset_fingerprint(spec, percentiles, data.get("cache_dir"))
 
 
-def annotated_volumes(path: str | os.PathLike, percentiles: tuple[float, ...]) -> list[LoadedVolume]:
-    """Every volume of a dataset (``dataset.json`` or its folder) not marked ``test``, in memory.
+def annotated_volumes(path: str | os.PathLike, percentiles: tuple[float, ...]) -> tuple[Any, list[LoadedVolume]]:
+    """A dataset (``dataset.json`` or its folder), read once: its ``DatasetSpec`` and every
+    volume not marked ``test``, in memory.
 
-    Each keeps the intensity range of its own ``percentiles``, as ``roidetect predict`` uses.
+    Each volume keeps the intensity range of its own ``percentiles``, as ``roidetect predict`` uses.
     """
-    return _dataset_volumes(str(path), {}, percentiles, validation=False)[0]
+    spec, fingerprint = _fingerprinted(str(path), {}, percentiles)
+    return spec, _loaded(spec, fingerprint, validation=False)
 
 
 def _dataset_volumes(path: str, data: Mapping[str, Any], percentiles: tuple[float, ...],
                      validation: bool) -> tuple[list[LoadedVolume], dict[str, Any]]:
-    """Every volume of a dataset not marked ``test``; for validation only those marked ``val``, if any."""
+    """Every volume of a dataset not marked ``test`` (see :func:`_loaded`), and its fingerprint."""
     spec, fingerprint = _fingerprinted(path, data, percentiles)
+    return _loaded(spec, fingerprint, validation), fingerprint
+
+
+def _loaded(spec: Any, fingerprint: dict[str, Any], validation: bool) -> list[LoadedVolume]:
+    """The volumes of ``spec`` not marked ``test``; for validation only those marked ``val``, if any."""
     entries = [e for e in spec.volumes if e.split != "test"]
     if validation and any(e.split == "val" for e in entries):
         entries = [e for e in entries if e.split == "val"]
-    return [_load(e, spec, fingerprint) for e in entries], fingerprint
+    return [_load(e, spec, fingerprint) for e in entries]
 
 
 def _load(entry: Any, spec: Any, fingerprint: dict[str, Any]) -> LoadedVolume:

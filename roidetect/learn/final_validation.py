@@ -118,24 +118,21 @@ def validate_modes(network: torch.nn.Module, volumes: Sequence[Any], patch_size:
             for mode in ((False, True) if tta else (False,))}
 
 
-def calibration_source(volumes: Sequence[Any], dataset: str | Path | None = None) -> dict[str, Any]:
+def calibration_source(volumes: Sequence[Any], dataset: Any = None) -> dict[str, Any]:
     """The card's ``calibration_data``: which volumes the calibration was fitted on.
 
     ``{"kind": "validation", "volumes": [ids]}`` for the training run's validation volumes,
     ``{"kind": "dataset", "path": ..., "name": ..., "volumes": [ids]}`` for a dataset given
-    to ``roidetect calibrate --data`` (its folder as given: a card shared with others
-    carries no one's absolute paths), with the dataset's ``generator`` record when it has
-    one (phantoms from ``roidetect synth``: seed, preset and settings, so they can be made
-    again where the path does not exist).
+    to ``roidetect calibrate --data`` (``dataset``: its ``DatasetSpec``; the folder as given:
+    a card shared with others carries no one's absolute paths), with the dataset's
+    ``generator`` record when it has one (phantoms from ``roidetect synth``: seed, preset and
+    settings, so they can be made again where the path does not exist).
     """
-    from roidetect.learn.dataset import read_dataset
-
     ids = [str(v.id) for v in volumes]
     if dataset is None:
         return {"kind": "validation", "volumes": ids}
-    spec = read_dataset(dataset)
-    source = {"kind": "dataset", "path": str(spec.path.parent), "name": spec.name, "volumes": ids}
-    return source | ({"generator": spec.generator} if spec.generator else {})
+    source = {"kind": "dataset", "path": str(dataset.path.parent), "name": dataset.name, "volumes": ids}
+    return source | ({"generator": dataset.generator} if dataset.generator else {})
 
 
 def with_calibration(card: Mapping[str, Any], modes: Mapping[bool, ModeValidation],
@@ -231,15 +228,16 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     if overlap is not None:
         sliding_window["overlap"] = float(overlap)
     card = {**package.card, "sliding_window": sliding_window}
+    dataset = None
     if data is None:
         volumes, detection = _training_validation(package)
     else:
-        volumes = _calibration_volumes(data, card)
+        dataset, volumes = _calibration_volumes(data, card)
         detection = detection_params(card.get("detection"), {})
     min_detections = int((card.get("config") or {}).get("calibration", {}).get("min_detections", 10))
     modes = validate_modes(package.network, volumes, card["patch_size"], card["sliding_window"], detection,
                            min_detections, progress=progress)
-    card = with_calibration(card, modes, calibration_source(volumes, data))
+    card = with_calibration(card, modes, calibration_source(volumes, dataset))
     with atomic_dir(out, overwrite) as tmp:
         shutil.copyfile(package.path / WEIGHTS, tmp / WEIGHTS)
         write_json(tmp / CARD, card)
@@ -265,15 +263,15 @@ def _training_validation(package: Any) -> tuple[list[Any], Any]:
     return list(data.datamodule.val_volumes), detection_params(None, config.get("detection") or {})
 
 
-def _calibration_volumes(path: str | Path, card: Mapping[str, Any]) -> list[Any]:
-    """The annotated volumes of a dataset not marked ``test``, normalised as the card says."""
+def _calibration_volumes(path: str | Path, card: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+    """A dataset's ``DatasetSpec`` and its annotated volumes not marked ``test``, normalised as the card says."""
     from roidetect.errors import UserError
     from roidetect.learn.data import annotated_volumes
 
-    volumes = annotated_volumes(path, tuple(float(p) for p in card["normalisation"]["percentiles"]))
+    spec, volumes = annotated_volumes(path, tuple(float(p) for p in card["normalisation"]["percentiles"]))
     if not volumes:
         raise UserError(f"{path}: no volume to calibrate on (every volume is marked \"split\": \"test\")")
-    return volumes
+    return spec, volumes
 
 
 def _rounded(value: Any) -> float | None:
