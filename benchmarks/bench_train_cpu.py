@@ -50,7 +50,7 @@ def main() -> None:
     seconds = int(round(args.minutes * 60))
     overrides = ["experiment=phantoms_cpu", f"out={out}", "overwrite=true", f"seed={args.seed}",
                  f"trainer.precision={args.precision}",
-                 f"trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
+                 f"trainer.max_time={{seconds:{seconds}}}",
                  *args.overrides]
     from roidetect.config import compose_config
     from roidetect.learn.train import train

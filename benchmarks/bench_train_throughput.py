@@ -127,7 +127,7 @@ def loop_table(variants: list[str], minutes: float, threads: int) -> str:
             out = Path(folder) / f"run{i}"
             command = [sys.executable, "-m", "roidetect", "train", "experiment=default_model_cpu", f"out={out}",
                        "quiet=true", "loggers=[]", "calibration.tta=false",
-                       f"trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
+                       f"trainer.max_time={{seconds:{seconds}}}",
                        *shlex.split(variant)]
             subprocess.run(command, check=True, env=os.environ | {"OMP_NUM_THREADS": str(threads)})
             record = json.loads((out / "run.json").read_text())
