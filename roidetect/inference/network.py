@@ -4,7 +4,8 @@ A :class:`WindowModel` takes windows cut from the normalised scan (scan voxels) 
 class probabilities on the same voxels. In between it resamples each window to the model's
 voxel size when the scan's differs (trilinear up, area-averaged down), pads it to a shape
 the network accepts, runs the network under the chosen precision for every test-time
-augmentation, and maps the softmax back.
+augmentation, and maps the softmax back onto the scan's voxels (nearest model voxel, so
+that detection scores mean at any voxel size what they meant in calibration).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def augmentations(rotations: bool = False) -> list[Augmentation]:
 
 
 def _resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Resize (B, C, z, y, x) to ``size``: area averages when shrinking, else trilinear."""
+    """Resize scan windows (B, C, z, y, x) to ``size``: area averages when shrinking, else trilinear."""
     size = tuple(int(s) for s in size)
     if tuple(x.shape[2:]) == size:
         return x
@@ -60,6 +61,23 @@ def _resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if shrink:
         return F.interpolate(x, size=size, mode="area")
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def _to_scan_voxels(p: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Model-voxel outputs (B, C, z, y, x) on ``size`` scan voxels: each scan voxel takes the
+    value of the model voxel whose centre is nearest to its own.
+
+    A detection's score is the mean probability over its voxels, calibrated on the model's
+    voxels. Interpolated outputs (trilinear onto a finer scan, area averages onto a coarser
+    one) add edge voxels whose values mix a defect with its surroundings, values the model
+    never gave: the score then falls with the scan's voxel size (a held-out scan re-gridded
+    to 35 nm: raw pore scores 0.97 -> 0.88, calibrated 0.997 -> 0.4) and ``min_score`` hides
+    every detection. Nearest values keep the model's own, at the model's resolution.
+    """
+    size = tuple(int(s) for s in size)
+    if tuple(p.shape[2:]) == size:
+        return p
+    return F.interpolate(p, size=size, mode="nearest-exact")
 
 
 class WindowModel:
@@ -130,8 +148,8 @@ class WindowModel:
         mean = total / n
         std = None if squares is None else (squares / n - mean * mean).clamp_(min=0).sqrt_()
         crop = (slice(None), slice(None), *(slice(0, m) for m in model_shape))
-        mean = _resample(mean[crop], scan_shape)
-        std = None if std is None else _resample(std[crop], scan_shape)
+        mean = _to_scan_voxels(mean[crop], scan_shape)
+        std = None if std is None else _to_scan_voxels(std[crop], scan_shape)
         return mean, std
 
     def _softmax(self, x: torch.Tensor) -> torch.Tensor:
