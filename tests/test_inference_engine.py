@@ -190,7 +190,7 @@ def _dark_is_pore() -> torch.nn.Module:
     return network.eval()
 
 
-def _dark_ball(edge_um: float, voxel_um: float, radius_um: float, blur_um: float = 0.03) -> np.ndarray:
+def _dark_ball(edge_um: float, voxel_um: float, radius_um: float, blur_um: float = 0.08) -> np.ndarray:
     """A bright cube with a dark ball at its centre, imaged with partial volume (4^3 samples
     per voxel) and a Gaussian blur of ``blur_um`` (standard deviation)."""
     from scipy import ndimage
@@ -202,11 +202,12 @@ def _dark_ball(edge_um: float, voxel_um: float, radius_um: float, blur_um: float
     return ndimage.gaussian_filter(image, blur_um / voxel_um).astype(np.float32)
 
 
-@pytest.mark.parametrize("scan_voxel_um", [0.035, 0.07])
+@pytest.mark.parametrize("scan_voxel_um", [0.025, 0.035, 0.07, 0.1])
 def test_a_defect_scores_alike_at_any_scan_voxel_size(scan_voxel_um: float) -> None:
-    """A score is calibrated on the model's voxels; mapping probabilities back to a finer or
-    coarser scan must not lower it (interpolated edges did: 0.91 and 0.86 against 0.95 here,
-    and on real-sized defects ``min_score`` then hid nearly every detection)."""
+    """A score is calibrated on the model's voxels (50 nm here); a scan of the same ball
+    at another voxel size must score it alike (within 0.025; 0.007-0.017 now). Interpolated
+    windows lowered it by 0.03-0.06, and on the held-out phantoms re-gridded to 35 nm
+    ``min_score`` then hid every pore."""
     from roidetect.detect import detect_in_memory
 
     def pore_score(voxel_um: float) -> float:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from roidetect.errors import UserError
+from roidetect.inference.regrid import model_span, scan_length
 from roidetect.learn.networks import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,9 @@ class WindowPlan:
     scan_window : (3,) ints
         Window shape in scan voxels (at most the scan's shape).
     model_window : (3,) ints
-        The window shape the network sees (before padding to the divisor).
+        The most model voxels a scan window takes (before padding to the divisor): at most
+        the requested window, so that resampled windows run at the size the model was
+        calibrated with (:mod:`roidetect.inference.regrid`).
     voxel_ratio : (3,) floats
         Scan voxel size divided by the model's.
     """
@@ -165,8 +168,8 @@ def plan_windows(scan_shape: Sequence[int], scan_spacing_um: Sequence[float], mo
                     "model's voxel size, expect lower accuracy than on scans like its training data",
                     _fmt(scan_spacing_um), _fmt(model_spacing_um), _fmt(ratio))
     scale = ratio if resample else (1.0, 1.0, 1.0)
-    scan_window = tuple(int(min(n, max(1, round(w / s)))) for w, s, n in zip(window, scale, scan_shape))
-    model_window = tuple(max(1, int(round(w * s))) for w, s in zip(scan_window, scale))
+    scan_window = tuple(min(n, scan_length(w, s)) for w, s, n in zip(window, scale, scan_shape))
+    model_window = tuple(model_span(w, s) for w, s in zip(scan_window, scale))
     return WindowPlan(scale, scan_window, model_window, ratio)  # type: ignore[arg-type]
 
 

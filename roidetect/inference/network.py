@@ -1,11 +1,10 @@
 """Running the network on a batch of scan windows: resampling, padding, precision, TTA.
 
 A :class:`WindowModel` takes windows cut from the normalised scan (scan voxels) and returns
-class probabilities on the same voxels. In between it resamples each window to the model's
-voxel size when the scan's differs (trilinear up, area-averaged down), pads it to a shape
-the network accepts, runs the network under the chosen precision for every test-time
-augmentation, and maps the softmax back onto the scan's voxels (nearest model voxel, so
-that detection scores mean at any voxel size what they meant in calibration).
+class probabilities on the same voxels. In between it resamples each window onto the scan's
+model grid when the scan's voxel size differs from the model's (:mod:`roidetect.inference.regrid`),
+pads it to a shape the network accepts, runs the network under the chosen precision for
+every test-time augmentation, and maps the softmax back onto the scan's voxels.
 """
 
 from __future__ import annotations
@@ -15,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from roidetect.inference.regrid import model_span, to_model_grid, to_scan_grid
 
 _SPATIAL_DIMS = (2, 3, 4)
 
@@ -50,34 +50,6 @@ def augmentations(rotations: bool = False) -> list[Augmentation]:
         return [Augmentation(tuple(flip)) for n in range(4) for flip in itertools.combinations(_SPATIAL_DIMS, n)]
     return [Augmentation(tuple(d for d, on in ((2, fz), (4, fx)) if on), k)
             for k in range(4) for fz in (False, True) for fx in (False, True)]
-
-
-def _resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Resize scan windows (B, C, z, y, x) to ``size``: area averages when shrinking, else trilinear."""
-    size = tuple(int(s) for s in size)
-    if tuple(x.shape[2:]) == size:
-        return x
-    shrink = all(s <= n for s, n in zip(size, x.shape[2:]))
-    if shrink:
-        return F.interpolate(x, size=size, mode="area")
-    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
-
-
-def _to_scan_voxels(p: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Model-voxel outputs (B, C, z, y, x) on ``size`` scan voxels: each scan voxel takes the
-    value of the model voxel whose centre is nearest to its own.
-
-    A detection's score is the mean probability over its voxels, calibrated on the model's
-    voxels. Interpolated outputs (trilinear onto a finer scan, area averages onto a coarser
-    one) add edge voxels whose values mix a defect with its surroundings, values the model
-    never gave: the score then falls with the scan's voxel size (a held-out scan re-gridded
-    to 35 nm: raw pore scores 0.97 -> 0.88, calibrated 0.997 -> 0.4) and ``min_score`` hides
-    every detection. Nearest values keep the model's own, at the model's resolution.
-    """
-    size = tuple(int(s) for s in size)
-    if tuple(p.shape[2:]) == size:
-        return p
-    return F.interpolate(p, size=size, mode="nearest-exact")
 
 
 class WindowModel:
@@ -116,16 +88,21 @@ class WindowModel:
         return len(self.augmentations) > 1
 
     def model_shape(self, window: Sequence[int]) -> tuple[int, int, int]:
-        """Shape a scan window of shape ``window`` takes in model voxels (before padding)."""
-        return tuple(max(1, int(round(w * s))) for w, s in zip(window, self.scale))  # type: ignore[return-value]
+        """Model voxels a scan window of shape ``window`` takes, at most (before padding)."""
+        return tuple(model_span(w, s) for w, s in zip(window, self.scale))  # type: ignore[return-value]
 
-    def __call__(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, windows: torch.Tensor,
+                 starts: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean probabilities (and their standard deviation under TTA).
 
         Parameters
         ----------
         windows : float32 tensor, shape (B, 1, z, y, x)
             Normalised scan windows on the model's device.
+        starts : B sequences of 3 ints, optional
+            Each window's first scan voxel in the scan. Resampled windows are placed on one
+            model grid for the whole scan by them (:mod:`roidetect.inference.regrid`);
+            default: every window starts at the scan's origin.
 
         Returns
         -------
@@ -133,11 +110,9 @@ class WindowModel:
         std : float32 tensor of the same shape, or None without TTA
         """
         scan_shape = tuple(windows.shape[2:])
-        model_shape = self.model_shape(scan_shape)
-        x = _resample(windows, model_shape)
-        pad = [(-n) % d for n, d in zip(model_shape, self.divisor)]
-        if any(pad):
-            x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
+        padded = tuple(m + (-m) % d for m, d in zip(self.model_shape(scan_shape), self.divisor))
+        starts = [(0, 0, 0)] * len(windows) if starts is None else starts
+        x = torch.stack([to_model_grid(w, a, self.scale, padded) for w, a in zip(windows, starts)])
         total = squares = None
         for augmentation in self.augmentations:
             p = augmentation.inverse(self._softmax(augmentation.forward(x)))
@@ -147,9 +122,9 @@ class WindowModel:
         n = len(self.augmentations)
         mean = total / n
         std = None if squares is None else (squares / n - mean * mean).clamp_(min=0).sqrt_()
-        crop = (slice(None), slice(None), *(slice(0, m) for m in model_shape))
-        mean = _to_scan_voxels(mean[crop], scan_shape)
-        std = None if std is None else _to_scan_voxels(std[crop], scan_shape)
+        mean = torch.stack([to_scan_grid(m, a, self.scale, scan_shape) for m, a in zip(mean, starts)])
+        if std is not None:
+            std = torch.stack([to_scan_grid(d, a, self.scale, scan_shape) for d, a in zip(std, starts)])
         return mean, std
 
     def _softmax(self, x: torch.Tensor) -> torch.Tensor:

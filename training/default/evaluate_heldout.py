@@ -87,8 +87,11 @@ class Gap(NamedTuple):
 def delamination_gaps(dataset: Path, volume: dict) -> dict[int, Gap] | None:
     """Annotated delaminations of one phantom: true instance id -> :class:`Gap`.
 
-    None when the manifest does not record signals (phantoms of another generator).
+    None when the volume has no manifest or it does not record signals (phantoms of another
+    generator, re-gridded phantoms).
     """
+    if "manifest" not in volume:
+        return None
     manifest = json.loads((dataset / volume["manifest"]).read_text())
     gaps = [d for d in manifest["defects"] if d["class"] == "delamination"]
     if not all("signal" in d and "volume_um3" in d for d in gaps):
