@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from roidetect.inference.regrid import model_span, scan_length, to_model_grid, to_scan_grid
+from roidetect.inference.regrid import (
+    model_span,
+    scan_length,
+    to_model_grid,
+    to_scan_grid,
+)
 
 SCALES = [0.5, 0.7, 1.0, 1.43, 2.0]
 

@@ -114,8 +114,8 @@ class NetworkSource:
         accumulator: torch.Tensor | None = None
         for first in range(0, len(local), self.batch_size):
             batch = local[first:first + self.batch_size]
-            mean, std = self.model(torch.stack([image[region] for region in batch])[:, None],
-                                   [tuple(int(s) for s in start) for start in block.starts[first:first + self.batch_size]])
+            starts = [tuple(int(s) for s in start) for start in block.starts[first:first + self.batch_size]]
+            mean, std = self.model(torch.stack([image[region] for region in batch])[:, None], starts)
             values = mean if std is None else torch.cat([mean, std], dim=1)
             if accumulator is None:
                 extent_shape = [s.stop - s.start for s in block.extent]

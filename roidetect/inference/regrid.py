@@ -35,14 +35,14 @@ def model_span(length: int, scale: float) -> int:
 
     ``length`` itself where ``scale`` is 1 (no resampling along the axis).
     """
-    return length if scale == 1.0 else int(math.floor((length - 1) * scale)) + 2
+    return length if scale == 1.0 else math.floor((length - 1) * scale) + 2
 
 
 def scan_length(model_length: int, scale: float) -> int:
     """Longest scan window whose :func:`model_span` fits in ``model_length`` model voxels."""
     if scale == 1.0:
         return model_length
-    length = max(1, int(math.ceil((model_length - 1) / scale)))
+    length = max(1, math.ceil((model_length - 1) / scale))
     while length > 1 and model_span(length, scale) > model_length:  # guards the division's rounding
         length -= 1
     return length
@@ -50,7 +50,7 @@ def scan_length(model_length: int, scale: float) -> int:
 
 def _first_model_voxel(start: int, scale: float) -> int:
     """The model voxel holding the centre of scan voxel ``start``."""
-    return int(math.floor((start + 0.5) * scale))
+    return math.floor((start + 0.5) * scale)
 
 
 def to_model_grid(window: torch.Tensor, start: Sequence[int], scale: Sequence[float],
@@ -139,7 +139,7 @@ def _linear(x: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
 
 def _gaussian_blur(x: torch.Tensor, dim: int, sigma: float) -> torch.Tensor:
     """1D Gaussian blur of ``x`` along ``dim`` (edges repeated)."""
-    radius = max(1, int(math.ceil(3.0 * sigma)))
+    radius = max(1, math.ceil(3.0 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = (kernel / kernel.sum()).to(dtype=x.dtype, device=x.device)
