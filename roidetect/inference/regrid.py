@@ -27,7 +27,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 
 def model_span(length: int, scale: float) -> int:
@@ -107,15 +106,19 @@ def to_scan_grid(values: torch.Tensor, start: Sequence[int], scale: Sequence[flo
     tensor, shape (C, *shape)
         Each scan voxel holds the value of the model voxel holding its centre.
     """
-    for axis, (a, s, n_scan) in enumerate(zip(start, scale, shape)):
-        dim = axis + 1
-        if s == 1.0:
-            values = values.narrow(dim, 0, n_scan)
-            continue
-        centres = torch.arange(n_scan, dtype=torch.float64) + a + 0.5
-        index = torch.floor(centres * s).long() - _first_model_voxel(a, s)
-        values = values.index_select(dim, index.to(values.device))
-    return values
+    if all(s == 1.0 for s in scale):
+        return values[(slice(None), *(slice(0, n) for n in shape))]
+    z, y, x = (_model_index(a, s, n).to(values.device) for a, s, n in zip(start, scale, shape))
+    return values[:, z[:, None, None], y[None, :, None], x[None, None, :]]
+
+
+def _model_index(start: int, scale: float, length: int) -> torch.Tensor:
+    """Along one axis: for each of ``length`` scan voxels from ``start``, the model voxel holding
+    its centre, counted from :func:`_first_model_voxel`."""
+    if scale == 1.0:
+        return torch.arange(length)
+    centres = torch.arange(length, dtype=torch.float64) + start + 0.5
+    return torch.floor(centres * scale).long() - _first_model_voxel(start, scale)
 
 
 def _repeat_edge(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
@@ -138,12 +141,15 @@ def _linear(x: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
 
 
 def _gaussian_blur(x: torch.Tensor, dim: int, sigma: float) -> torch.Tensor:
-    """1D Gaussian blur of ``x`` along ``dim`` (edges repeated)."""
+    """1D Gaussian blur of ``x`` along ``dim`` (edges repeated), as a weighted sum of shifted views."""
     radius = max(1, math.ceil(3.0 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(dtype=x.dtype, device=x.device)
-    moved = x.movedim(dim, -1)
-    flat = moved.reshape(-1, 1, moved.shape[-1])
-    blurred = F.conv1d(F.pad(flat, (radius, radius), mode="replicate"), kernel.view(1, 1, -1))
-    return blurred.reshape(moved.shape).movedim(-1, dim)
+    weights = (kernel / kernel.sum()).tolist()
+    n = x.shape[dim]
+    edge = [*x.shape[:dim], radius, *x.shape[dim + 1:]]
+    padded = torch.cat([x.narrow(dim, 0, 1).expand(edge), x, x.narrow(dim, n - 1, 1).expand(edge)], dim)
+    blurred = padded.narrow(dim, 0, n) * weights[0]
+    for shift, weight in enumerate(weights[1:], start=1):
+        blurred.add_(padded.narrow(dim, shift, n), alpha=weight)
+    return blurred
