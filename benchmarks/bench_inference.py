@@ -188,7 +188,7 @@ def phantom_slab(z0: int, z1: int, edge: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _test_volume(edge: int, scan: str | None, truth: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The throughput volume (normalised float32, edge^3) and its labels when known."""
-    from roidetect.intensity import normalise, robust_range
+    from roidetect.intensity import intensity_levels, normalise
     from roidetect.volume import open_volume
 
     if scan is None:
@@ -197,7 +197,7 @@ def _test_volume(edge: int, scan: str | None, truth: str | None) -> tuple[np.nda
         volume = open_volume(scan, 1.0)
         raw = volume[:edge, :edge, :edge]
         labels = open_volume(truth, 1.0)[:edge, :edge, :edge] if truth else None
-    return normalise(raw, *robust_range(raw)), labels
+    return normalise(raw, *intensity_levels(raw)), labels
 
 
 def _throughput(package: Path, image: np.ndarray, truth: np.ndarray | None, variants: list[str],
@@ -255,9 +255,9 @@ def _dice(a: np.ndarray, b: np.ndarray, classes: Any) -> float:
 def _plain_monai(network: Any, image: np.ndarray,
                  patch: tuple[int, ...]) -> tuple[np.ndarray, float, dict[str, Any]]:
     import torch
+    from monai.data.utils import dense_patch_slices
     from monai.inferers import sliding_window_inference
     from monai.inferers.utils import _get_scan_interval
-    from monai.data.utils import dense_patch_slices
 
     x = torch.from_numpy(image)[None, None]
     with torch.no_grad():
@@ -279,6 +279,7 @@ def _engine(package: Path, image: np.ndarray, variant: dict[str, Any],
 
     from roidetect.inference.network_run import NetworkRun
     from roidetect.inference.settings import load_settings
+    from roidetect.intensity import IntensityLevels
     from roidetect.learn.bundle import read_card
     from roidetect.volume import Volume
 
@@ -288,7 +289,7 @@ def _engine(package: Path, image: np.ndarray, variant: dict[str, Any],
         cfg["inference"][key] = list(patch) if value == "patch" else value
     volume = Volume.from_array(image, read_card(package)["voxel_size_um"])  # as the model's: no resampling
     run = NetworkRun(volume, cfg)
-    run.intensity_range = (0.0, 1.0)  # the image is already normalised
+    run.intensity = IntensityLevels(0.0, 1.0)  # the image is already normalised
     source = run.source()
     out = np.empty((4, *image.shape), np.float32)
     with torch.inference_mode():

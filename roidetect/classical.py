@@ -42,7 +42,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from roidetect.intensity import normalise, robust_range, sample_voxels
+from roidetect.intensity import (
+    IntensityLevels,
+    intensity_levels,
+    normalise,
+    sample_voxels,
+)
 from roidetect.labels import NUM_CLASSES
 
 _GRADIENT_SIGMA_VOX = 1.0
@@ -123,7 +128,7 @@ class ClassicalParams:
 
 
 def fit_levels(volume: Any, params: ClassicalParams | Mapping[str, Any] | None = None,
-               lo_hi: tuple[float, float] | None = None) -> ClassicalParams:
+               levels: Sequence[Any] | None = None) -> ClassicalParams:
     """Set ``void_level`` and ``solid_level`` from a scan's histogram (three-class Otsu).
 
     Parameters
@@ -132,8 +137,9 @@ def fit_levels(volume: Any, params: ClassicalParams | Mapping[str, Any] | None =
         Read through a strided subsample (:func:`roidetect.intensity.sample_voxels`).
     params : ClassicalParams or mapping, optional
         Other settings to keep.
-    lo_hi : (float, float), optional
-        The scan's robust range; computed when omitted.
+    levels : IntensityLevels or (lo, hi), optional
+        The scan's normalisation (:func:`roidetect.intensity.intensity_levels`); computed
+        when omitted. Voxels at its fill value are left out of the histogram.
 
     Returns
     -------
@@ -144,8 +150,11 @@ def fit_levels(volume: Any, params: ClassicalParams | Mapping[str, Any] | None =
     from skimage.filters import threshold_multiotsu
 
     params = ClassicalParams.from_mapping(params)
-    lo, hi = lo_hi if lo_hi is not None else robust_range(volume)
-    values = np.clip(normalise(sample_voxels(volume), lo, hi), -0.5, 1.5)
+    lo, hi, fill = IntensityLevels(*levels) if levels is not None else intensity_levels(volume)
+    sample = sample_voxels(volume)
+    if fill is not None:
+        sample = sample[sample != fill]
+    values = np.clip(normalise(sample, lo, hi), -0.5, 1.5)
     try:
         void_level, solid_level = (float(t) for t in threshold_multiotsu(values, classes=3))
     except ValueError:
@@ -236,7 +245,7 @@ def classical_predict(volume: Any, spacing_um: Sequence[float],
     Parameters
     ----------
     volume : array-like, shape (Z, Y, X)
-        Raw intensities; normalised here with the volume's robust range.
+        Raw intensities; normalised here (:func:`roidetect.intensity.intensity_levels`).
     spacing_um : (3,) floats
     params : ClassicalParams or mapping, optional
     fit : bool
@@ -247,9 +256,9 @@ def classical_predict(volume: Any, spacing_um: Sequence[float],
     ndarray of float32, shape (4, Z, Y, X)
     """
     array = np.asarray(volume)
-    lo, hi = robust_range(array)
-    params = fit_levels(array, params, (lo, hi)) if fit else ClassicalParams.from_mapping(params)
-    return classical_probabilities(normalise(array, lo, hi), spacing_um, params)
+    levels = intensity_levels(array)
+    params = fit_levels(array, params, levels) if fit else ClassicalParams.from_mapping(params)
+    return classical_probabilities(normalise(array, *levels), spacing_um, params)
 
 
 # ------------------------------------------------------------------ the pieces

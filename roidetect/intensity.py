@@ -5,15 +5,39 @@ a common range by its own robust percentiles: ``(x - p_low) / (p_high - p_low)``
 puts the dark voids near 0 and the bright solid near 1 whatever the bit depth or gain.
 The percentiles are estimated from a strided subsample, so huge scans need not be read
 whole.
+
+Many reconstructions set everything outside the field of view (the corners of each slice
+outside the reconstruction circle) or padding to one constant, usually 0, well below the
+voids. Such a *fill value* would become ``p_low`` and shift every grey value, and the
+network would see a flat region darker than anything it was trained on. So the fill value
+is found in the subsample (:func:`find_fill`), left out of the percentiles, and mapped to
+0, the void level, by :func:`normalise`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 DEFAULT_PERCENTILES = (0.5, 99.5)
+FILL_MIN_FRACTION = 0.01
+"""A fill value covers at least this fraction of the scan's voxels ..."""
+FILL_GAP = 0.02
+"""... and no more than :data:`FILL_MAX_NEAR` of the other voxels lie within this fraction of
+the grey-value range above it: it stands apart from the voids' noise."""
+FILL_MAX_NEAR = 0.005
+
+
+class IntensityLevels(NamedTuple):
+    """How a scan's grey values are normalised: ``lo`` -> 0, ``hi`` -> 1, ``fill`` -> 0.
+
+    ``fill`` is the scan's fill value (outside the field of view, padding), or None.
+    """
+
+    lo: float
+    hi: float
+    fill: float | None = None
 
 
 def sample_voxels(volume: Any, max_voxels: int = 2_000_000, max_slices: int = 64) -> np.ndarray:
@@ -41,18 +65,76 @@ def sample_voxels(volume: Any, max_voxels: int = 2_000_000, max_slices: int = 64
     return np.concatenate(parts)[:max_voxels]
 
 
-def robust_range(volume: Any, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
-    """The (low, high) intensity percentiles of a volume, estimated from a subsample.
+def intensity_levels(volume: Any, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+                     fill: str | float | None = "auto") -> IntensityLevels:
+    """A volume's normalisation: its robust percentiles and fill value, from a subsample.
 
-    A constant volume gets ``high = low + 1`` so that normalising it cannot divide by zero.
+    Parameters
+    ----------
+    volume : array-like or Volume, shape (Z, Y, X)
+    percentiles : (2,) float
+        The percentiles mapped to 0 and 1.
+    fill : "auto", float or None
+        The fill value: ``"auto"`` finds it (:func:`find_fill`), a number is taken as given,
+        None means the scan has none.
+
+    Returns
+    -------
+    IntensityLevels
+        The percentiles leave the fill value out. A constant volume gets ``hi = lo + 1`` so
+        that normalising it cannot divide by zero.
     """
-    values = sample_voxels(volume).astype(np.float64)
-    lo, hi = (float(v) for v in np.percentile(values, percentiles))
+    values = sample_voxels(volume)
+    if fill == "auto":
+        fill = find_fill(values)
+    elif fill is not None:
+        fill = float(fill)
+    if fill is not None:
+        values = values[values != fill]
+    lo, hi = (float(v) for v in np.percentile(values.astype(np.float64), percentiles))
     if not hi > lo:
         hi = lo + 1.0
+    return IntensityLevels(lo, hi, fill)
+
+
+def robust_range(volume: Any, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
+    """The (low, high) intensity percentiles of a volume, without its fill value."""
+    lo, hi, _ = intensity_levels(volume, percentiles)
     return lo, hi
 
 
-def normalise(block: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Map intensities so that ``lo`` -> 0 and ``hi`` -> 1 (float32, not clipped)."""
-    return ((np.asarray(block, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
+def find_fill(values: np.ndarray) -> float | None:
+    """The fill value of a sample of a scan's voxels, or None.
+
+    A fill value is the sample's minimum, covering at least :data:`FILL_MIN_FRACTION` of it,
+    with at most :data:`FILL_MAX_NEAR` of the other voxels within :data:`FILL_GAP` of the
+    range (to their 99.5th percentile) above it: a constant well below the voids and their
+    noise. Voids clipped to the minimum keep their noise right above it, so they are not
+    a fill value. Bright values are never taken for fill (a saturated current collector
+    also stands apart).
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        Voxel values (:func:`sample_voxels`).
+    """
+    if values.size == 0 or not np.issubdtype(values.dtype, np.number):
+        return None
+    lowest = values.min()
+    at = values == lowest
+    if at.mean() < FILL_MIN_FRACTION or at.all():
+        return None
+    rest = values[~at].astype(np.float64)
+    span = float(np.percentile(rest, 99.5)) - float(lowest)
+    near = np.count_nonzero(rest <= float(lowest) + FILL_GAP * span)
+    return float(lowest) if near <= FILL_MAX_NEAR * rest.size else None
+
+
+def normalise(block: np.ndarray, lo: float, hi: float, fill: float | None = None) -> np.ndarray:
+    """Map intensities so that ``lo`` -> 0 and ``hi`` -> 1 (float32, not clipped); voxels
+    equal to ``fill`` (the scan's fill value, if any) -> 0."""
+    block = np.asarray(block)
+    out = ((block.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
+    if fill is not None:
+        out[block == fill] = 0.0
+    return out

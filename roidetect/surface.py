@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from roidetect.intensity import normalise, robust_range, sample_voxels
+from roidetect.intensity import intensity_levels, normalise, sample_voxels
 
 
 def first_solid_index(solid: np.ndarray) -> np.ndarray:
@@ -92,15 +92,16 @@ def surface_from_mask(solid: np.ndarray, spacing_um: Sequence[float], smooth_um:
     return (height * np.float32(spacing_um[0])).astype(np.float32)
 
 
-def solid_threshold(volume: Any, lo: float, hi: float) -> float:
+def solid_threshold(volume: Any, lo: float, hi: float, fill: float | None = None) -> float:
     """Otsu threshold between void and solid, in normalised intensity units.
 
     Parameters
     ----------
     volume : array-like or Volume, shape (Z, Y, X)
         Read through a strided subsample (:func:`roidetect.intensity.sample_voxels`).
-    lo, hi : float
-        The volume's robust range (:func:`roidetect.intensity.robust_range`).
+    lo, hi, fill : float
+        The volume's robust range and fill value (:func:`roidetect.intensity.intensity_levels`);
+        voxels at the fill value are left out.
 
     Returns
     -------
@@ -109,14 +110,15 @@ def solid_threshold(volume: Any, lo: float, hi: float) -> float:
     """
     from skimage.filters import threshold_otsu
 
-    values = normalise(sample_voxels(volume), lo, hi)
-    if np.ptp(values) == 0:
+    sample = sample_voxels(volume)
+    values = normalise(sample if fill is None else sample[sample != fill], lo, hi)
+    if values.size == 0 or np.ptp(values) == 0:
         return 0.5
     return float(threshold_otsu(values))
 
 
 def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: float = 2.0, slab: int = 64,
-                      min_run: int = 3, progress: bool = False) -> np.ndarray:
+                      min_run: int = 3, progress: bool = False, fill: str | float | None = "auto") -> np.ndarray:
     """Local top-surface height of a scan, read in z-slabs (never the whole volume).
 
     Each slab is normalised with the scan's robust range, thresholded into solid and void,
@@ -138,6 +140,8 @@ def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: fl
         z-slices read at a time (memory is about ``slab * Y * X * 4`` bytes).
     min_run : int
         Consecutive solid voxels along +z needed to accept a column's first solid voxel.
+    fill : "auto", float or None
+        The scan's fill value, normalised as void (:func:`roidetect.intensity.intensity_levels`).
     progress : bool
         Show a progress bar over the slabs.
 
@@ -148,16 +152,16 @@ def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: fl
         coordinates). A scan with no solid at all gives zeros.
     """
     nz, ny, nx = (int(s) for s in volume.shape)
-    lo, hi = robust_range(volume)
+    lo, hi, fill = intensity_levels(volume, fill=fill)
     if threshold is None:
-        threshold = solid_threshold(volume, lo, hi)
+        threshold = solid_threshold(volume, lo, hi, fill)
     opening_halo = 2  # an opening with a radius-1 element looks 2 voxels away
     first = np.full((ny, nx), np.nan, dtype=np.float32)
     starts = range(0, nz, max(1, int(slab)))
     for z0 in tqdm(starts, desc="surface", unit="slab", disable=not progress):
         z1 = min(z0 + slab, nz)
         top, bottom = max(z0 - opening_halo, 0), min(z1 + opening_halo + min_run - 1, nz)
-        solid = _open_specks(normalise(volume[top:bottom], lo, hi) >= threshold)
+        solid = _open_specks(normalise(volume[top:bottom], lo, hi, fill) >= threshold)
         run_start = _starts_of_runs(solid, min_run)[z0 - top:z1 - top]
         found = run_start.any(axis=0) & np.isnan(first)
         first[found] = z0 + np.argmax(run_start, axis=0)[found]

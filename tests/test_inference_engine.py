@@ -14,6 +14,7 @@ from roidetect.inference.model import choose_window, plan_windows, resolve_devic
 from roidetect.inference.network import Augmentation, WindowModel, augmentations
 from roidetect.inference.sources import NormalisedReader
 from roidetect.inference.windows import WindowGrid, window_starts
+from roidetect.intensity import IntensityLevels
 from roidetect.errors import UserError
 from roidetect.volume import Volume
 
@@ -52,7 +53,7 @@ def run_blocks(source: NetworkSource, shape: tuple[int, ...]) -> tuple[np.ndarra
 def source(volume: Volume, network: torch.nn.Module, block_size: int, window: int = 32, scale: float = 1.0,
            variants: list[Augmentation] = IDENTITY, sigma_scale: float = 0.125) -> NetworkSource:
     model = WindowModel(network, (scale,) * 3, (2, 2, 2), augmentations=variants)
-    return NetworkSource(NormalisedReader(volume, 0.0, 1.0), model, (window,) * 3, 0.25, block_size,
+    return NetworkSource(NormalisedReader(volume, IntensityLevels(0.0, 1.0)), model, (window,) * 3, 0.25, block_size,
                          batch_size=3, sigma_scale=sigma_scale)
 
 
@@ -213,7 +214,7 @@ def test_a_defect_scores_alike_at_any_scan_voxel_size(scan_voxel_um: float) -> N
     def pore_score(voxel_um: float) -> float:
         volume = Volume.from_array(_dark_ball(2.1, voxel_um, 0.3), voxel_um)
         model = WindowModel(_dark_is_pore(), (voxel_um / 0.05,) * 3, (2, 2, 2))
-        probabilities, _, _ = run_blocks(NetworkSource(NormalisedReader(volume, 0.0, 1.0), model, (32,) * 3, 0.25,
+        probabilities, _, _ = run_blocks(NetworkSource(NormalisedReader(volume, IntensityLevels(0.0, 1.0)), model, (32,) * 3, 0.25,
                                                        64, batch_size=2), volume.shape)
         table = detect_in_memory(probabilities, (voxel_um,) * 3).table
         assert list(table["class"]) == ["pore"]

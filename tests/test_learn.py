@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from roidetect.errors import UserError
@@ -154,6 +155,25 @@ def test_fingerprint_counts_classes_and_is_cached(dataset: Path, tmp_path: Path)
     assert dataset_fingerprint(spec, (0.5, 99.5), tmp_path / "cache")["marker"] is True
     # Other percentiles are another fingerprint.
     assert "marker" not in dataset_fingerprint(spec, (1.0, 99.0), tmp_path / "cache")
+
+
+def test_a_padded_volume_is_normalised_as_predict_will(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero padding is the volume's fill value: left out of its range and normalised to 0."""
+    from roidetect.intensity import normalise
+    from roidetect.learn.data import annotated_volumes
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    plain = write_tiny_dataset(tmp_path / "plain", n=1)
+    padded = write_tiny_dataset(tmp_path / "padded", n=1)
+    pad = ((0, 0), (8, 8), (8, 8))
+    for folder in ("images", "labels", "instances"):
+        file = padded.parent / folder / "vol_0000.tif"
+        write_tiff(file, np.pad(tifffile.imread(file), pad), SPACING)
+    (_, [unpadded]), (_, [volume]) = annotated_volumes(plain, (0.5, 99.5)), annotated_volumes(padded, (0.5, 99.5))
+    assert unpadded.intensity_range.fill is None and volume.intensity_range.fill == 0.0
+    assert volume.intensity_range[:2] == pytest.approx(unpadded.intensity_range[:2], abs=2.0)
+    image = normalise(volume.image, *volume.intensity_range)
+    assert (image[:, :8] == 0.0).all() and (image[:, :, -8:] == 0.0).all()
 
 
 @pytest.mark.parametrize("spacing, shape, divisor, budget", [

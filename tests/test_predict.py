@@ -131,6 +131,29 @@ def test_classical_finds_the_phantoms_pores_once_each(scan: Path, tmp_path: Path
     assert read_run(out)["model"]["kind"] == "classical"
 
 
+def test_a_zero_border_is_normalised_as_void_not_taken_for_the_voids(scan: Path, package: Path,
+                                                                   tmp_path: Path) -> None:
+    """Padding (or the corners outside a reconstruction circle) filled with 0 is found and set
+    aside; the classical baseline then finds the same pores, and run.json says what was done."""
+    image = open_volume(scan).numpy()
+    padded = np.pad(image, ((0, 0), (16, 16), (16, 16)))  # 64 % of the voxels are 0
+    padded_scan = write_tiff(tmp_path / "padded.tif", padded, (0.1, 0.1, 0.1))
+    small_blocks = {"classical": {"block_size": 32}, "detection": {"block_size": 32}}
+    plain = predict(scan, tmp_path / "plain", model="classical", quiet=True, settings=small_blocks)
+    out = predict(padded_scan, tmp_path / "padded", model="classical", quiet=True, settings=small_blocks)
+    assert read_run(out)["fill_value"] == 0.0 and read_run(plain)["fill_value"] is None
+    assert read_run(out)["intensity_range"] == pytest.approx(read_run(plain)["intensity_range"], rel=0.02)
+    pores = pd.read_csv(out / "detections.csv").query("`class` == 'pore'")
+    for cz, cy, cx, _ in PORES:
+        distance = np.sqrt((pores["z"] - cz) ** 2 + (pores["y"] - cy - 16) ** 2 + (pores["x"] - cx - 16) ** 2)
+        assert (distance < 2.0).sum() == 1, f"pore at {(cz, cy, cx)}"
+    network = predict(padded_scan, tmp_path / "network", model=str(package), quiet=True, settings=FAST)
+    assert read_run(network)["fill_value"] == 0.0
+    off = predict(padded_scan, tmp_path / "off", model=str(package), quiet=True,
+                  settings={**FAST, "inference": {**FAST["inference"], "fill_value": None}})
+    assert read_run(off)["fill_value"] is None and read_run(off)["intensity_range"][0] == 0.0
+
+
 def test_cli_runs_and_refuses_to_overwrite(scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pred"
     assert main(["predict", str(scan), "--out", str(out), "--model", "classical", "-q", "detection.min_voxels=4"]) == 0
@@ -155,7 +178,7 @@ def broken_packages(root: Path, package: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
-                                  "mismatched", "bad_override", "bad_min_score", "bad_window", "cuda",
+                                  "mismatched", "bad_override", "bad_min_score", "bad_window", "bad_fill", "cuda",
                                   "tta_classical", "no_default_model"])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture,
@@ -178,6 +201,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path
         "bad_override": [str(scan), "--model", "classical", "inference.no_such_key=1"],
         "bad_min_score": [str(scan), "--model", "classical", "detection.min_score={void: 0.5}"],
         "bad_window": [str(scan), "--model", str(package), "inference.window=huge"],
+        "bad_fill": [str(scan), "--model", "classical", "inference.fill_value=dark"],
         "cuda": [str(scan), "--model", str(package), "--device", "cuda"],
         "tta_classical": [str(scan), "--model", "classical", "--tta"],
         "no_default_model": [str(scan)],

@@ -14,9 +14,9 @@ from roidetect.inference.engine import NetworkSource
 from roidetect.inference.model import (DEFAULT_MODEL, WINDOW_MODES, choose_window, plan_windows, resolve_device,
                                        resolve_precision)
 from roidetect.inference.network import Augmentation, WindowModel, augmentations
-from roidetect.inference.settings import detection_params, positive_int, triplet
+from roidetect.inference.settings import detection_params, fill_setting, positive_int, triplet
 from roidetect.inference.sources import NormalisedReader
-from roidetect.intensity import robust_range
+from roidetect.intensity import intensity_levels
 from roidetect.learn.networks import input_divisor
 from roidetect.resources import shipped_models
 from roidetect.volume import Volume
@@ -64,7 +64,7 @@ class NetworkRun:
         network = use_cpu_kernels(self.package.network) if self.cpu_kernels else self.package.network
         self.model = WindowModel(network, self.plan.scale, divisor, self.precision,
                                  _channels_last(settings["channels_last"], self.precision, self.cpu_kernels), variants)
-        self.intensity_range = robust_range(volume, percentiles)
+        self.intensity = intensity_levels(volume, percentiles, fill_setting(settings["fill_value"]))
         self.calibration_mode, self.calibration, card_detection = _calibration_for_mode(
             card, bool(cfg["tta"]["enabled"]), self.package.path)
         self.detection = detection_params(card_detection, cfg["detection"])
@@ -75,7 +75,7 @@ class NetworkRun:
 
     def source(self) -> NetworkSource:
         settings = self.cfg["inference"]
-        reader = NormalisedReader(self.volume, *self.intensity_range)
+        reader = NormalisedReader(self.volume, self.intensity)
         return NetworkSource(reader, self.model, self.plan.scan_window, self.overlap,
                              int(settings["block_size"]), int(settings["batch_size"]), float(settings["sigma_scale"]))
 

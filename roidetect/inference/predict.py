@@ -29,9 +29,9 @@ from roidetect.atomic import atomic_dir, check_output_dir
 from roidetect.errors import UserError
 from roidetect.inference import outputs
 from roidetect.inference.mapped import with_transient_mapping
-from roidetect.inference.settings import detection_params, given, load_settings, positive_int, triplet
+from roidetect.inference.settings import detection_params, fill_setting, given, load_settings, positive_int, triplet
 from roidetect.inference.sources import ClassicalSource, NormalisedReader
-from roidetect.intensity import DEFAULT_PERCENTILES, robust_range
+from roidetect.intensity import DEFAULT_PERCENTILES, IntensityLevels, intensity_levels
 from roidetect.runlog import RunLog
 from roidetect.volume import Volume, open_volume
 
@@ -47,7 +47,8 @@ class ModelRun(Protocol):
     calibration: Mapping[str, Any] | None
     detection: Any
     """:class:`roidetect.detect.DetectionParams` for this model and the settings."""
-    intensity_range: tuple[float, float]
+    intensity: IntensityLevels
+    """The scan's normalisation (robust range and fill value)."""
 
     def source(self) -> Any:
         """A probability source (:class:`~roidetect.inference.sources.ClassicalSource` or
@@ -137,7 +138,8 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
             for result in source.blocks(bar.update):
                 writer.write(result)
     with record.step("surface"):
-        surface = surface_from_scan(volume, smooth_um=float(cfg["surface"]["smooth_um"]), progress=not quiet)
+        surface = surface_from_scan(volume, smooth_um=float(cfg["surface"]["smooth_um"]), progress=not quiet,
+                                    fill=run.intensity.fill)
         outputs.write_surface(out / outputs.SURFACE, surface + np.float32(volume.origin_um[0]), volume.spacing_um)
     with record.step("detect"):
         instances, labels = outputs.create_label_outputs(out, volume.shape, volume.spacing_um, volume.origin_um, chunks)
@@ -145,7 +147,8 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                        run.calibration, writer.uncertainty, instances, labels,
                        detect_blocks, progress=not quiet)
         outputs.write_detections(out, table, scan_info)
-    record.record(scan=scan_info, model=run.describe(), intensity_range=list(run.intensity_range),
+    record.record(scan=scan_info, model=run.describe(), intensity_range=[run.intensity.lo, run.intensity.hi],
+                  fill_value=run.intensity.fill,
                   detection=asdict(run.detection),
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)
@@ -183,13 +186,13 @@ class _ClassicalRun:
             except (TypeError, ValueError) as exc:
                 raise UserError(f"classical.{key}={value}: not a valid value ({exc})") from exc
         params = ClassicalParams.from_mapping(chosen)
-        self.intensity_range = robust_range(volume, DEFAULT_PERCENTILES)
+        self.intensity = intensity_levels(volume, DEFAULT_PERCENTILES, fill_setting(cfg["inference"]["fill_value"]))
         fit = "void_level" not in chosen and "solid_level" not in chosen
-        self.params = fit_levels(volume, params, self.intensity_range) if fit else params
+        self.params = fit_levels(volume, params, self.intensity) if fit else params
         self.detection = detection_params(None, cfg["detection"])
 
     def source(self) -> ClassicalSource:
-        reader = NormalisedReader(self.volume, *self.intensity_range)
+        reader = NormalisedReader(self.volume, self.intensity)
         return ClassicalSource(reader, self.volume.spacing_um, self.params.as_dict(), self.block_size)
 
     def describe(self) -> dict[str, Any]:

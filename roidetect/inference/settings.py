@@ -58,6 +58,15 @@ def triplet(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
+def fill_setting(value: Any) -> str | float | None:
+    """``inference.fill_value``: ``auto``, null or a number."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise UserError(f"inference.fill_value={value}: choose auto, null (no fill value) or a grey value")
+
+
 def _per_class(key: str, value: Any) -> dict[str, float]:
     """A per-class detection setting as ``{class name: float}``; one number sets every defect class."""
     if isinstance(value, Mapping):

@@ -16,7 +16,7 @@ import numpy as np
 
 from roidetect.blockwise import count_blocks, iter_blocks
 from roidetect.inference.windows import Region
-from roidetect.intensity import normalise
+from roidetect.intensity import IntensityLevels, normalise
 from roidetect.volume import Volume
 
 
@@ -46,13 +46,14 @@ class NormalisedReader:
     ----------
     volume : Volume
         The scan (lazy).
-    lo, hi : float
-        Intensities mapped to 0 and 1 (see :mod:`roidetect.intensity`).
+    levels : IntensityLevels
+        Intensities mapped to 0 and 1, and the fill value mapped to 0 (see
+        :mod:`roidetect.intensity`).
     """
 
-    def __init__(self, volume: Volume, lo: float, hi: float) -> None:
+    def __init__(self, volume: Volume, levels: IntensityLevels) -> None:
         self.volume = volume
-        self.lo, self.hi = lo, hi
+        self.levels = levels
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -60,7 +61,7 @@ class NormalisedReader:
 
     def __call__(self, region: Region) -> np.ndarray:
         """Normalised float32 voxels of ``region`` (volume coordinates)."""
-        return normalise(self.volume[region], self.lo, self.hi)
+        return normalise(self.volume[region], *self.levels)
 
 
 class ClassicalSource:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from roidetect import labels as label_scheme
-from roidetect.intensity import normalise, robust_range
+from roidetect.intensity import IntensityLevels, intensity_levels, normalise
 from roidetect.learn.dataset import LoadedVolume
 from roidetect.learn.region_weights import RegionWeighting, SparseWeights, region_weights
 from roidetect.learn.sampling import PatchSampler, crop, index_classes
@@ -54,7 +54,7 @@ def make_phantom_volume(settings: PhantomSettings, seed: int, name: str, percent
     image = np.asarray(phantom.image)
     spacing = tuple(float(s) for s in phantom.spacing_um)
     return LoadedVolume(name, image, np.asarray(phantom.labels, dtype=np.uint8), np.asarray(phantom.instances),
-                        spacing, robust_range(image, tuple(percentiles)))  # type: ignore[arg-type]
+                        spacing, intensity_levels(image, tuple(percentiles)))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -375,5 +375,7 @@ def _loaded(spec: Any, fingerprint: dict[str, Any], validation: bool) -> list[Lo
 def _load(entry: Any, spec: Any, fingerprint: dict[str, Any]) -> LoadedVolume:
     from roidetect.learn.dataset import load_volume
 
-    lo, hi = fingerprint["volumes"][entry.id]["intensity_range"]
-    return load_volume(entry, spec.ignore_label, (float(lo), float(hi)))
+    facts = fingerprint["volumes"][entry.id]
+    lo, hi = facts["intensity_range"]
+    fill = facts.get("fill_value")
+    return load_volume(entry, spec.ignore_label, IntensityLevels(float(lo), float(hi), None if fill is None else float(fill)))

@@ -19,6 +19,7 @@ import numpy as np
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
+from roidetect.intensity import IntensityLevels
 
 SPLITS = ("train", "val", "test")
 
@@ -62,8 +63,9 @@ class LoadedVolume:
         One id per true defect (0 = none), when the dataset provides it.
     spacing_um : (3,) tuple of float
         Voxel size (z, y, x) in micrometres.
-    intensity_range : (2,) tuple of float
-        The image's robust (low, high) percentiles used to normalise it.
+    intensity_range : IntensityLevels
+        The image's robust (low, high) percentiles and fill value used to normalise it
+        (:func:`roidetect.intensity.normalise`).
     """
 
     id: str
@@ -71,7 +73,7 @@ class LoadedVolume:
     label: np.ndarray
     instances: np.ndarray | None
     spacing_um: tuple[float, float, float]
-    intensity_range: tuple[float, float]
+    intensity_range: IntensityLevels
 
 
 def dataset_json_path(path: str | os.PathLike) -> Path:
@@ -179,7 +181,7 @@ def split_entries(entries: Sequence[VolumeEntry], val_fraction: float, seed: int
     return [e for e in usable if e.id not in val_ids], [e for e in usable if e.id in val_ids]
 
 
-def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: tuple[float, float]) -> LoadedVolume:
+def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: IntensityLevels) -> LoadedVolume:
     """Read an entry's image, labels (and instances) into memory.
 
     Label values equal to the dataset's ``ignore_label`` become 255; values outside the

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from roidetect import labels as label_scheme
-from roidetect.intensity import robust_range, sample_voxels
+from roidetect.intensity import intensity_levels, sample_voxels
 from roidetect.learn.dataset import DatasetSpec, VolumeEntry
 from roidetect.volume import split_inner_path, write_json
 
-FINGERPRINT_FORMAT = "roidetect-fingerprint/1"
+FINGERPRINT_FORMAT = "roidetect-fingerprint/2"  # 2: fill_value
 SUMMARY_PERCENTILES = (0.5, 5.0, 50.0, 95.0, 99.5)
 NOT_ANNOTATED = "not_annotated"
 
@@ -49,10 +49,12 @@ def volume_fingerprint(image: Any, label: Any, spacing_um: Sequence[float],
     -------
     dict
         ``shape_zyx``, ``voxel_size_um``, ``intensity_range`` (the normalisation range),
+        ``fill_value`` (a constant outside the field of view, or None; see
+        :mod:`roidetect.intensity`),
         ``intensity_percentiles`` (raw values at :data:`SUMMARY_PERCENTILES`) and
         ``class_voxels`` (counts per class name and ``not_annotated``).
     """
-    lo, hi = robust_range(image, tuple(percentiles))
+    lo, hi, fill = intensity_levels(image, tuple(percentiles))
     values = sample_voxels(image).astype(np.float64)
     summary = np.percentile(values, SUMMARY_PERCENTILES)
     counts = np.zeros(256, dtype=np.int64)
@@ -64,6 +66,7 @@ def volume_fingerprint(image: Any, label: Any, spacing_um: Sequence[float],
         "shape_zyx": [int(s) for s in image.shape],
         "voxel_size_um": [float(s) for s in spacing_um],
         "intensity_range": [lo, hi],
+        "fill_value": fill,
         "intensity_percentiles": {f"{p:g}": float(v) for p, v in zip(SUMMARY_PERCENTILES, summary)},
         "class_voxels": class_voxels,
     }

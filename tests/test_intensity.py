@@ -1,0 +1,79 @@
+"""Intensity normalisation: robust range, and the fill value outside the field of view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roidetect.intensity import find_fill, intensity_levels, normalise, robust_range
+
+
+def scan(shape: tuple[int, int, int] = (32, 64, 64), seed: int = 0) -> np.ndarray:
+    """Voids (~5000), binder (~11000) and particles (~30000) with noise; uint16."""
+    rng = np.random.default_rng(seed)
+    phase = rng.choice([5000.0, 11000.0, 30000.0], size=shape, p=[0.3, 0.2, 0.5])
+    return np.clip(phase + rng.normal(0, 800, shape), 0, 65535).astype(np.uint16)
+
+
+def outside_circle(shape: tuple[int, int, int]) -> np.ndarray:
+    """(Y, X) mask of the corners outside the inscribed circle of each slice."""
+    _, ny, nx = shape
+    y, x = np.mgrid[:ny, :nx]
+    return (y - (ny - 1) / 2) ** 2 + (x - (nx - 1) / 2) ** 2 > (min(ny, nx) / 2) ** 2
+
+
+@pytest.mark.parametrize("fill", [0, 1000])
+def test_a_reconstruction_mask_is_found_and_leaves_the_range_alone(fill: int) -> None:
+    image = scan()
+    masked = image.copy()
+    masked[:, outside_circle(image.shape)] = fill
+    inside = image[:, ~outside_circle(image.shape)][None]  # (1, Z, N)
+
+    levels = intensity_levels(masked)
+    assert levels.fill == fill
+    lo, hi = robust_range(inside)
+    assert abs(levels.lo - lo) < 0.01 * (hi - lo) and abs(levels.hi - hi) < 0.01 * (hi - lo)
+    # without the fill value the mask would set the low percentile
+    assert intensity_levels(masked, fill=None).lo == fill
+
+    normalised = normalise(masked, *levels)
+    assert np.all(normalised[:, outside_circle(image.shape)] == 0.0)
+    # the voids inside sit at the bottom of the range, as in a scan without a mask
+    assert abs(np.median(normalised[(masked != fill) & (image < 8000)]) - np.median(normalise(inside[inside < 8000], lo, hi))) < 0.01
+
+
+def test_voids_clipped_at_the_minimum_are_not_a_fill_value() -> None:
+    image = scan().astype(np.int32) - 5000  # the voids' noise straddles 0 ...
+    clipped = np.clip(image, 0, None).astype(np.uint16)  # ... and half of it is clipped there
+    assert (clipped == 0).mean() > 0.1
+    assert find_fill(clipped.ravel()) is None
+    assert intensity_levels(clipped).lo == 0.0
+
+
+def test_a_bright_saturated_value_is_never_a_fill_value() -> None:
+    image = scan()
+    image[:4] = 65535  # a saturated current collector, far above everything else
+    levels = intensity_levels(image)
+    assert levels.fill is None
+    assert levels.hi == 65535.0
+
+
+def test_small_or_absent_fill_and_given_values() -> None:
+    image = scan()
+    assert intensity_levels(image).fill is None
+    image[0, :2, :] = 0  # 2 rows of one slice: far under 1 % of the voxels
+    assert intensity_levels(image).fill is None
+    assert intensity_levels(image, fill=0).fill == 0.0  # given, it is used whatever its share
+    constant = np.full((8, 8, 8), 7, np.uint8)
+    levels = intensity_levels(constant)
+    assert levels.fill is None and levels.hi == levels.lo + 1
+
+
+def test_float_scans_with_a_zero_fill() -> None:
+    image = scan().astype(np.float32) / 65535
+    masked = image.copy()
+    masked[:, outside_circle(image.shape)] = 0.0
+    levels = intensity_levels(masked)
+    assert levels.fill == 0.0
+    lo, hi = robust_range(image[:, ~outside_circle(image.shape)][None])
+    assert abs(levels.lo - lo) < 0.01 * (hi - lo)
