@@ -154,3 +154,31 @@ def test_tta_reaches_predict_and_gets_its_own_folder(heldout, tmp_path: Path, mo
     assert "--tta" in predicts[0] and "--tta" not in predicts[1]
     assert predicts[0][predicts[0].index("--out") + 1].endswith("set-vol_0000-default-tta")
     assert predicts[1][predicts[1].index("--out") + 1].endswith("set-vol_0000-default")
+
+
+def test_masked_scans_and_a_perfect_prediction_inside_the_circle(tmp_path: Path) -> None:
+    """mask_heldout.py: corners outside the circle take the fill value (labels 0 there), and a
+    prediction equal to the truth scores F1 1 inside the circle, whatever the margin."""
+    from roidetect.synth import write_dataset
+    from roidetect.volume import open_volume, write_ome_zarr, write_tiff
+
+    masked = load_script("mask_heldout")
+    source = write_dataset(tmp_path / "cathode", n=1, shape=(48, 48, 48), seed=3, preset="cathode", quiet=True)
+    masked.mask_dataset(Path(source), tmp_path / "fov" / "cathode", fill=0.0)
+    data = tmp_path / "fov" / "cathode"
+    entry = json.loads((data / "dataset.json").read_text())["volumes"][0]
+    outside = masked.outside_circle((48, 48))
+    image, labels = open_volume(data / entry["image"]).numpy(), open_volume(data / entry["label"]).numpy()
+    assert (image[:, outside] == 0).all() and (labels[:, outside] == 0).all()
+    original = open_volume(Path(source) / entry["image"]).numpy()
+    assert np.array_equal(image[:, ~outside], original[:, ~outside])
+
+    pred = tmp_path / "scores" / f"cathode-{entry['id']}-default"
+    pred.mkdir(parents=True)
+    write_tiff(pred / "labels.tif", labels, (0.05,) * 3)
+    write_ome_zarr(pred / "instances.ome.zarr", open_volume(data / entry["instances"]).numpy().astype(np.uint32), (0.05,) * 3)
+    (pred / "run.json").write_text(json.dumps({"detection": {"min_volume_um3": {"pore": 0, "crack": 0, "delamination": 0}}}))
+    for margin in (0, 8):
+        totals = masked.score(tmp_path / "scores", [data], "default", margin)
+        assert all(t["fp"] == 0 and t["fn"] == 0 for t in totals.values())
+        assert sum(t["tp"] for t in totals.values()) > 0

@@ -1,8 +1,8 @@
 """Make the held-out phantoms again at another voxel size, to check predict's resampling.
 
 Each volume of each dataset is re-gridded to ``--voxel-size`` over the same field of view:
-the scan by linear interpolation (``scipy.ndimage.zoom``, order 1), the label and instance
-maps by nearest voxel. The scans show the same material at a finer or coarser sampling, so
+the scan by linear interpolation (``scipy.ndimage.zoom``, order 1, edges extended), the label
+and instance maps by nearest voxel. The scans show the same material at a finer or coarser sampling, so
 a model that resamples correctly should score them about as it scores the originals
 (coarser grids lose the thinnest cracks and gaps for good). The output folders are datasets
 (``dataset.json``) that ``evaluate_heldout.py`` scores; their volumes carry no manifest, so
@@ -40,7 +40,10 @@ def regrid_dataset(source: Path, out: Path, voxel_um: float) -> None:
             files = {}
             for key, folder, order in (("image", "images", 1), ("label", "labels", 0), ("instances", "instances", 0)):
                 array = np.asarray(open_volume(source / entry[key])[...])
-                resized = ndimage.zoom(array.astype(np.float32) if order else array, zoom, order=order)
+                # mode="nearest": the last voxel's centre can fall a hair outside the original
+                # grid, and the default (a constant 0) would fill that face with zeros
+                resized = ndimage.zoom(array.astype(np.float32) if order else array, zoom, order=order,
+                                       mode="nearest")
                 if order:
                     limits = np.iinfo(array.dtype) if array.dtype.kind in "iu" else None
                     resized = np.clip(np.round(resized), limits.min, limits.max) if limits else resized
