@@ -42,12 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from roidetect.intensity import (
-    IntensityLevels,
-    intensity_levels,
-    normalise,
-    sample_voxels,
-)
+from roidetect.intensity import IntensityLevels, intensity_levels, normalise, sample_voxels
 from roidetect.labels import NUM_CLASSES
 
 _GRADIENT_SIGMA_VOX = 1.0

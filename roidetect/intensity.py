@@ -11,7 +11,8 @@ outside the reconstruction circle) or padding to one constant, usually 0, well b
 voids. Such a *fill value* would become ``p_low`` and shift every grey value, and the
 network would see a flat region darker than anything it was trained on. So the fill value
 is found in the subsample (:func:`find_fill`), left out of the percentiles, and mapped to
-0, the void level, by :func:`normalise`.
+0, the void level, by :func:`normalise`. When it also holds the corners of the slices
+(:func:`fill_is_outside_view`), it marks where the scan has no data.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ FILL_GAP = 0.02
 """... and no more than :data:`FILL_MAX_NEAR` of the other voxels lie within this fraction of
 the grey-value range above it: it stands apart from the voids' noise."""
 FILL_MAX_NEAR = 0.005
+OUTSIDE_VIEW_CORNERS = 0.9
+"""The fill value marks the outside of the field of view when it holds at least this share of
+the corners of the sampled slices."""
 
 
 class IntensityLevels(NamedTuple):
@@ -128,6 +132,27 @@ def find_fill(values: np.ndarray) -> float | None:
     span = float(np.percentile(rest, 99.5)) - float(lowest)
     near = np.count_nonzero(rest <= float(lowest) + FILL_GAP * span)
     return float(lowest) if near <= FILL_MAX_NEAR * rest.size else None
+
+
+def fill_is_outside_view(volume: Any, fill: float, max_slices: int = 64) -> bool:
+    """Whether ``fill`` holds the corners of the scan's slices, so it lies outside the field of view.
+
+    A reconstruction circle, or padding all round, leaves the four corners of every slice at
+    the fill value; voids clipped to the minimum hold some corners, not nearly all of them.
+
+    Parameters
+    ----------
+    volume : array-like or Volume, shape (Z, Y, X)
+    fill : float
+        The scan's fill value.
+    max_slices : int
+        At most this many evenly spaced z-slices are read (their 2 x 2 corners only).
+    """
+    nz, ny, nx = (int(s) for s in volume.shape)
+    zs = np.unique(np.linspace(0, nz - 1, min(nz, max_slices)).round().astype(int))
+    corners = np.concatenate([np.asarray(volume[int(z), ::max(ny - 1, 1), ::max(nx - 1, 1)]).ravel()
+                              for z in zs])
+    return bool(np.mean(corners == fill) >= OUTSIDE_VIEW_CORNERS)
 
 
 def normalise(block: np.ndarray, lo: float, hi: float, fill: float | None = None) -> np.ndarray:

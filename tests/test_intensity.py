@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from roidetect.intensity import find_fill, intensity_levels, normalise, robust_range
+from roidetect.intensity import fill_is_outside_view, find_fill, intensity_levels, normalise, robust_range
 
 
 def scan(shape: tuple[int, int, int] = (32, 64, 64), seed: int = 0) -> np.ndarray:
@@ -77,3 +77,15 @@ def test_float_scans_with_a_zero_fill() -> None:
     assert levels.fill == 0.0
     lo, hi = robust_range(image[:, ~outside_circle(image.shape)][None])
     assert abs(levels.lo - lo) < 0.01 * (hi - lo)
+
+
+def test_a_fill_value_in_every_corner_lies_outside_the_field_of_view() -> None:
+    image = scan()
+    circle = image.copy()
+    circle[:, outside_circle(image.shape)] = 0
+    assert fill_is_outside_view(circle, 0.0)
+    one_side = image.copy()
+    one_side[:, :, :8] = 0  # padding along one edge: half the corners
+    assert intensity_levels(one_side).fill == 0.0 and not fill_is_outside_view(one_side, 0.0)
+    voids = np.clip(image.astype(np.int32) - 6000, 0, None).astype(np.uint16)  # voids at 0, some corners
+    assert not fill_is_outside_view(voids, 0.0)

@@ -148,10 +148,28 @@ def test_a_zero_border_is_normalised_as_void_not_taken_for_the_voids(scan: Path,
         distance = np.sqrt((pores["z"] - cz) ** 2 + (pores["y"] - cy - 16) ** 2 + (pores["x"] - cx - 16) ** 2)
         assert (distance < 2.0).sum() == 1, f"pore at {(cz, cy, cx)}"
     network = predict(padded_scan, tmp_path / "network", model=str(package), quiet=True, settings=FAST)
-    assert read_run(network)["fill_value"] == 0.0
+    assert read_run(network)["fill_value"] == 0.0 and read_run(network)["fill_outside_view"] is True
+    # the padding lies outside the field of view: background there
+    background = zarr.open_array(str(network / "probabilities.ome.zarr" / "0"), mode="r")[0]
+    assert (background[:, :16] == 255).all() and (background[:, :, -16:] == 255).all()
+    assert (open_volume(network / "labels.tif").numpy()[:, :16] == 0).all()
     off = predict(padded_scan, tmp_path / "off", model=str(package), quiet=True,
                   settings={**FAST, "inference": {**FAST["inference"], "fill_value": None}})
     assert read_run(off)["fill_value"] is None and read_run(off)["intensity_range"][0] == 0.0
+
+
+def test_blank_outside_view_sets_background_only_on_fill_voxels() -> None:
+    from roidetect.inference.sources import BlockResult, blank_outside_view
+    from roidetect.volume import Volume
+
+    scan = np.full((4, 6, 6), 500, np.uint16)
+    scan[:, :2] = 0  # outside the field of view
+    core = (slice(0, 4), slice(0, 6), slice(0, 6))
+    result = BlockResult(core, np.full((4, 4, 6, 6), 0.25, np.float32), np.full((4, 4, 6, 6), 0.1, np.float32))
+    blanked = blank_outside_view(result, Volume.from_array(scan, 0.05), 0.0)
+    assert (blanked.probabilities[0, :, :2] == 1).all() and (blanked.probabilities[1:, :, :2] == 0).all()
+    assert (blanked.uncertainty[:, :, :2] == 0).all()
+    assert (blanked.probabilities[:, :, 2:] == 0.25).all() and (blanked.uncertainty[:, :, 2:] == 0.1).all()
 
 
 def test_cli_runs_and_refuses_to_overwrite(scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

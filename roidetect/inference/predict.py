@@ -29,9 +29,10 @@ from roidetect.atomic import atomic_dir, check_output_dir
 from roidetect.errors import UserError
 from roidetect.inference import outputs
 from roidetect.inference.mapped import with_transient_mapping
-from roidetect.inference.settings import detection_params, fill_setting, given, load_settings, positive_int, triplet
-from roidetect.inference.sources import ClassicalSource, NormalisedReader
-from roidetect.intensity import DEFAULT_PERCENTILES, IntensityLevels, intensity_levels
+from roidetect.inference.settings import (detection_params, fill_setting, given, load_settings, positive_int,
+                                          triplet)
+from roidetect.inference.sources import ClassicalSource, NormalisedReader, blank_outside_view
+from roidetect.intensity import DEFAULT_PERCENTILES, IntensityLevels, fill_is_outside_view, intensity_levels
 from roidetect.runlog import RunLog
 from roidetect.volume import Volume, open_volume
 
@@ -130,13 +131,15 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
     from roidetect.detect import detect
     from roidetect.surface import surface_from_scan
 
+    fill = run.intensity.fill
+    outside_view = fill is not None and fill_is_outside_view(volume, fill)
     with record.step("inference"):
         source = run.source()
         writer = outputs.ProbabilityWriter(out, volume.shape, volume.spacing_um, volume.origin_um,
                                            run.with_uncertainty, chunks)
         with tqdm(total=source.total, unit=source.unit, desc="inference", disable=quiet) as bar:
             for result in source.blocks(bar.update):
-                writer.write(result)
+                writer.write(blank_outside_view(result, volume, fill) if outside_view else result)
     with record.step("surface"):
         surface = surface_from_scan(volume, smooth_um=float(cfg["surface"]["smooth_um"]), progress=not quiet,
                                     fill=run.intensity.fill)
@@ -148,7 +151,7 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                        detect_blocks, progress=not quiet)
         outputs.write_detections(out, table, scan_info)
     record.record(scan=scan_info, model=run.describe(), intensity_range=[run.intensity.lo, run.intensity.hi],
-                  fill_value=run.intensity.fill,
+                  fill_value=fill, fill_outside_view=outside_view,
                   detection=asdict(run.detection),
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)

@@ -39,6 +39,18 @@ class BlockResult:
     uncertainty: np.ndarray | None = None
 
 
+def blank_outside_view(result: BlockResult, volume: Volume, fill: float) -> BlockResult:
+    """``result`` with background probability 1 (and no uncertainty) where the scan holds
+    ``fill``, its value outside the field of view (:func:`roidetect.intensity.fill_is_outside_view`)."""
+    outside = np.asarray(volume[result.core]) == fill
+    if outside.any():
+        result.probabilities[:, outside] = 0.0
+        result.probabilities[0, outside] = 1.0
+        if result.uncertainty is not None:
+            result.uncertainty[:, outside] = 0.0
+    return result
+
+
 class NormalisedReader:
     """Reads scan regions as float32 normalised by the scan's robust intensity range.
 
