@@ -182,3 +182,25 @@ def test_masked_scans_and_a_perfect_prediction_inside_the_circle(tmp_path: Path)
         totals = masked.score(tmp_path / "scores", [data], "default", margin)
         assert all(t["fp"] == 0 and t["fn"] == 0 for t in totals.values())
         assert sum(t["tp"] for t in totals.values()) > 0
+
+
+def test_fringes_overshoot_at_edges_and_leave_flat_regions_and_labels_alone(tmp_path: Path) -> None:
+    """fringe_heldout.py: an unsharp mask of the scan, labels copied byte for byte."""
+    from roidetect.synth import write_dataset
+    from roidetect.volume import open_volume
+
+    fringes = load_script("fringe_heldout")
+    step = np.full((8, 8, 32), 1000, np.uint16)
+    step[..., 16:] = 3000
+    fringed = fringes.with_fringes(step, 1.0, 1.5)
+    assert np.array_equal(fringes.with_fringes(step, 0.0, 1.5), step)
+    assert fringed[4, 4, 16] > 3000 + 500 and fringed[4, 4, 15] < 1000 - 500  # about 0.37 of the 2000 step
+    assert fringed[4, 4, 2] == 1000 and fringed[4, 4, 29] == 3000
+
+    source = Path(write_dataset(tmp_path / "anode", n=1, shape=(48, 48, 48), seed=4, preset="anode", quiet=True))
+    fringes.fringe_dataset(source, tmp_path / "fringes" / "anode", 1.0, 1.5)
+    entry = json.loads((tmp_path / "fringes" / "anode" / "dataset.json").read_text())["volumes"][0]
+    for key in ("label", "instances"):
+        assert (tmp_path / "fringes" / "anode" / entry[key]).read_bytes() == (source / entry[key]).read_bytes()
+    scan = open_volume(tmp_path / "fringes" / "anode" / entry["image"]).numpy()
+    assert scan.shape == (48, 48, 48) and not np.array_equal(scan, open_volume(source / entry["image"]).numpy())
