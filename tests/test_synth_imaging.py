@@ -125,3 +125,19 @@ def test_grey_values_fill_the_requested_range(bit_depth, dtype):
     assert image.dtype == dtype
     assert image.min() == pytest.approx(0.1 * top, abs=0.01 * top)
     assert image.max() == pytest.approx(0.9 * top, abs=0.01 * top)
+
+
+def test_phase_contrast_fringes_overshoot_both_sides_of_an_edge():
+    params = dataclasses.replace(CLEAN, resolution_um=2.0 * SPACING[0], window_margin=(0.3, 0.3))
+    plain, plain_info = ct_scan(_disc(), params, SPACING, np.random.default_rng(0))
+    fringed, info = ct_scan(_disc(), dataclasses.replace(params, fringe_strength=(1.0, 1.0)), SPACING,
+                            np.random.default_rng(0))
+    assert info["fringe_strength_used"] == 1.0
+    inside, outside = _disc(radius=22.0)[0] > 0, _disc(radius=28.0)[0] == 0  # well away from the edge
+    edge = ~inside & ~outside
+    a, b = (_to_attenuation(im, i, params).mean(axis=0) for im, i in ((plain, plain_info), (fringed, info)))
+    assert abs(b[inside].mean() - a[inside].mean()) < 0.05 * (a[inside].mean() - a[outside].mean())
+    assert b[edge].max() > a[inside].max() and b[edge].min() < a[outside].min()  # bright and dark fringes
+    drawn = {ct_scan(_disc(), dataclasses.replace(params, fringe_strength=(0.5, 2.0)), SPACING,
+                     np.random.default_rng(seed))[1]["fringe_strength_used"] for seed in range(4)}
+    assert len(drawn) == 4 and all(0.5 <= k <= 2.0 for k in drawn)

@@ -143,6 +143,8 @@ def ct_scan(mu_rel: np.ndarray, params: ImagingParams, spacing_um: Sequence[floa
     sigma = psf_sigma_vox(params, spacing_um, _PROJECTION_BLUR_VAR if projection else 0.0)
     mu = ndimage.gaussian_filter(mu_rel * np.float32(scale), sigma, mode="nearest")
     info: dict[str, Any] = {"attenuation_per_voxel": scale, "psf_sigma_vox": [round(float(s), 4) for s in sigma]}
+    if params.fringe_strength[1] > 0:
+        mu = _with_fringes(mu, params, rng, info)
     if projection:
         mu = _projection_model(mu, params, rng, info)
     else:
@@ -153,6 +155,16 @@ def ct_scan(mu_rel: np.ndarray, params: ImagingParams, spacing_um: Sequence[floa
     image, window = _to_grey(mu, params)
     info["window"] = window
     return image, info
+
+
+def _with_fringes(mu: np.ndarray, params: ImagingParams, rng: np.random.Generator,
+                  info: dict[str, Any]) -> np.ndarray:
+    """Phase-contrast fringes to first order: ``mu + k (mu - G mu)``, k drawn from the range."""
+    low, high = params.fringe_strength
+    strength = float(rng.uniform(low, high)) if high > low else float(low)
+    info["fringe_strength_used"] = round(strength, 4)
+    smooth = ndimage.gaussian_filter(mu, params.fringe_sigma_vox, mode="nearest")
+    return mu + np.float32(strength) * (mu - smooth)
 
 
 # ---------------------------------------------------------------------------- image-domain model

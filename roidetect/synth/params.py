@@ -169,6 +169,11 @@ class ImagingParams:
     sirt_iterations : iterations of the SIRT reconstruction.
     ring_strength : standard deviation of the relative detector-gain errors (rings).
     cupping : relative drop of the reconstructed attenuation at the centre (beam hardening).
+    fringe_strength, fringe_sigma_vox : propagation phase-contrast fringes left without
+        phase retrieval, to first order: the attenuation after blurring becomes
+        ``mu + k (mu - G mu)`` (``G`` a Gaussian of ``fringe_sigma_vox``), a bright fringe
+        inside and a dark one outside every edge; ``k`` is drawn uniformly from the
+        ``fringe_strength`` range per phantom ((0, 0): none; ``--randomise`` leaves it).
     fov_radius : radius of the reconstructed field of view over half the volume's width
         (``fast`` model: where the cupping bowl reaches zero).
     axis_offset_vox : (y, x) offset of the rotation axis from the volume's centre
@@ -200,6 +205,8 @@ class ImagingParams:
     sirt_iterations: int = 20
     ring_strength: float = 0.002
     cupping: float = 0.04
+    fringe_strength: tuple[float, float] = (0.0, 0.0)
+    fringe_sigma_vox: float = 1.5
     fov_radius: float = 1.2
     axis_offset_vox: tuple[float, float] = (0.0, 0.0)
     drift: float = 0.02
@@ -245,12 +252,13 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "mu_medium": (0, 100), "particle_variation": (0, 0.5), "grain_size_vox": (1, 100), "grain_contrast": (0, 0.5),
     "texture": (0, 0.5), "binder_texture": (0, 1), "resolution_um": (0, 1e4), "transmission": (0.01, 0.99),
     "photons": (1, 1e9), "n_angles": (2, 10000), "sirt_iterations": (1, 1000), "ring_strength": (0, 0.5),
-    "cupping": (0, 0.9), "fov_radius": (0.1, 100), "axis_offset_vox": (-1e4, 1e4), "drift": (0, 0.5),
+    "cupping": (0, 0.9), "fringe_strength": (0, 10), "fringe_sigma_vox": (0.3, 20), "fov_radius": (0.1, 100), "axis_offset_vox": (-1e4, 1e4), "drift": (0, 0.5),
     "window_margin": (-0.4, 2), "output_range": (0, 1),
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"ct_model": CT_MODELS, "filter_name": FILTERS, "bit_depth": (8, 16)}
 _ORDERED_PAIRS = ("pore_radius_vox", "crack_width_vox", "crack_extent", "delamination_gap_vox",
-                  "delamination_extent", "collector_gap_vox", "output_range", "geometry_x_range")
+                  "delamination_extent", "collector_gap_vox", "output_range", "geometry_x_range",
+                  "fringe_strength")
 
 
 def parameter_names() -> list[str]:
