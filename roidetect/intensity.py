@@ -93,7 +93,7 @@ def intensity_levels(volume: Any, percentiles: tuple[float, float] = DEFAULT_PER
         fill = find_fill(values)
     elif fill is not None:
         fill = float(fill)
-    if fill is not None:
+    if fill is not None and (values != fill).any():
         values = values[values != fill]
     lo, hi = (float(v) for v in np.percentile(values.astype(np.float64), percentiles))
     if not hi > lo:

@@ -67,6 +67,7 @@ def test_small_or_absent_fill_and_given_values() -> None:
     constant = np.full((8, 8, 8), 7, np.uint8)
     levels = intensity_levels(constant)
     assert levels.fill is None and levels.hi == levels.lo + 1
+    assert intensity_levels(constant, fill=7) == (7.0, 8.0, 7.0)  # nothing but fill: no division by zero
 
 
 def test_float_scans_with_a_zero_fill() -> None:

@@ -54,7 +54,7 @@ def make_phantom_volume(settings: PhantomSettings, seed: int, name: str, percent
     image = np.asarray(phantom.image)
     spacing = tuple(float(s) for s in phantom.spacing_um)
     return LoadedVolume(name, image, np.asarray(phantom.labels, dtype=np.uint8), np.asarray(phantom.instances),
-                        spacing, intensity_levels(image, tuple(percentiles)))  # type: ignore[arg-type]
+                        spacing, intensity_levels(image, tuple(percentiles)))
 
 
 @dataclass(frozen=True)
@@ -377,5 +377,4 @@ def _load(entry: Any, spec: Any, fingerprint: dict[str, Any]) -> LoadedVolume:
 
     facts = fingerprint["volumes"][entry.id]
     lo, hi = facts["intensity_range"]
-    fill = facts.get("fill_value")
-    return load_volume(entry, spec.ignore_label, IntensityLevels(float(lo), float(hi), None if fill is None else float(fill)))
+    return load_volume(entry, spec.ignore_label, IntensityLevels(float(lo), float(hi), facts["fill_value"]))
