@@ -172,6 +172,20 @@ def test_blank_outside_view_sets_background_only_on_fill_voxels() -> None:
     assert (blanked.probabilities[:, :, 2:] == 0.25).all() and (blanked.uncertainty[:, :, 2:] == 0.1).all()
 
 
+def test_detections_beside_the_fill_value_touch_the_border_of_the_data() -> None:
+    from roidetect.inference.predict import _beside_fill
+    from roidetect.volume import Volume
+
+    scan = np.full((20, 40, 40), 500, np.uint16)
+    scan[:, :, :6] = 0  # outside the field of view
+    instances = np.zeros(scan.shape, np.uint32)
+    instances[5:8, 10:14, 6:9] = 1  # starts right beside the fill
+    instances[12:15, 10:14, 7:9] = 2  # one voxel away from it
+    instances[5:8, 30:34, 20:25] = 3  # far inside
+    found = _beside_fill(Volume.from_array(scan, 0.05), instances, 0.0, (8, 16, 16))
+    assert found.tolist() == [1]
+
+
 def test_cli_runs_and_refuses_to_overwrite(scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pred"
     assert main(["predict", str(scan), "--out", str(out), "--model", "classical", "-q", "detection.min_voxels=4"]) == 0

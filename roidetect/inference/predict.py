@@ -149,6 +149,8 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
         table = detect(writer.probabilities, volume.spacing_um, volume.origin_um, surface, run.detection,
                        run.calibration, writer.uncertainty, instances, labels,
                        detect_blocks, progress=not quiet)
+        if outside_view and len(table):
+            table.loc[table["id"].isin(_beside_fill(volume, instances, fill, detect_blocks)), "touches_border"] = True
         outputs.write_detections(out, table, scan_info)
     record.record(scan=scan_info, model=run.describe(), intensity_range=[run.intensity.lo, run.intensity.hi],
                   fill_value=fill, fill_outside_view=outside_view,
@@ -156,6 +158,21 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)
     log.info("%d detections found", len(table))
+
+
+def _beside_fill(volume: Volume, instances: Any, fill: float, block_shape: tuple[int, int, int]) -> np.ndarray:
+    """Ids of the detections touching (26-connected) a voxel at the fill value, block by block."""
+    from scipy import ndimage
+
+    from roidetect.blockwise import iter_blocks
+
+    found: set[int] = set()
+    for block in iter_blocks(volume.shape, block_shape, halo=1):
+        outside = np.asarray(volume[block.padded]) == fill
+        if outside.any():
+            near = ndimage.binary_dilation(outside, np.ones((3, 3, 3), bool))[block.core_in_padded]
+            found.update(int(i) for i in np.unique(np.asarray(instances[block.core])[near]) if i)
+    return np.array(sorted(found), dtype=np.int64)
 
 
 def _scan_info(volume: Volume, record: RunLog, scan: Any) -> dict[str, Any]:
