@@ -146,10 +146,7 @@ def fit_levels(volume: Any, params: ClassicalParams | Mapping[str, Any] | None =
 
     params = ClassicalParams.from_mapping(params)
     lo, hi, fill = IntensityLevels(*levels) if levels is not None else intensity_levels(volume)
-    sample = sample_voxels(volume)
-    if fill is not None:
-        sample = sample[sample != fill]
-    values = np.clip(normalise(sample, lo, hi), -0.5, 1.5)
+    values = np.clip(normalise(sample_voxels(volume, exclude=fill), lo, hi), -0.5, 1.5)
     try:
         void_level, solid_level = (float(t) for t in threshold_multiotsu(values, classes=3))
     except ValueError:

@@ -44,7 +44,8 @@ class IntensityLevels(NamedTuple):
     fill: float | None = None
 
 
-def sample_voxels(volume: Any, max_voxels: int = 2_000_000, max_slices: int = 64) -> np.ndarray:
+def sample_voxels(volume: Any, max_voxels: int = 2_000_000, max_slices: int = 64,
+                  exclude: float | None = None) -> np.ndarray:
     """A deterministic strided subsample of a volume's voxels.
 
     Parameters
@@ -55,6 +56,8 @@ def sample_voxels(volume: Any, max_voxels: int = 2_000_000, max_slices: int = 64
         Upper bound on the number of voxels returned.
     max_slices : int
         At most this many evenly spaced z-slices are read.
+    exclude : float, optional
+        A value left out of the sample (the scan's fill value).
 
     Returns
     -------
@@ -66,7 +69,8 @@ def sample_voxels(volume: Any, max_voxels: int = 2_000_000, max_slices: int = 64
     per_slice = max(1, max_voxels // len(zs))
     step = max(1, int(np.ceil(np.sqrt(ny * nx / per_slice))))
     parts = [np.asarray(volume[int(z), ::step, ::step]).ravel() for z in zs]
-    return np.concatenate(parts)[:max_voxels]
+    values = np.concatenate(parts)[:max_voxels]
+    return values if exclude is None else values[values != exclude]
 
 
 def intensity_levels(volume: Any, percentiles: tuple[float, float] = DEFAULT_PERCENTILES,

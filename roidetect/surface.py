@@ -110,8 +110,7 @@ def solid_threshold(volume: Any, lo: float, hi: float, fill: float | None = None
     """
     from skimage.filters import threshold_otsu
 
-    sample = sample_voxels(volume)
-    values = normalise(sample if fill is None else sample[sample != fill], lo, hi)
+    values = normalise(sample_voxels(volume, exclude=fill), lo, hi)
     if values.size == 0 or np.ptp(values) == 0:
         return 0.5
     return float(threshold_otsu(values))

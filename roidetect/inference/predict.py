@@ -142,7 +142,7 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                 writer.write(blank_outside_view(result, volume, fill) if outside_view else result)
     with record.step("surface"):
         surface = surface_from_scan(volume, smooth_um=float(cfg["surface"]["smooth_um"]), progress=not quiet,
-                                    fill=run.intensity.fill)
+                                    fill=fill)
         outputs.write_surface(out / outputs.SURFACE, surface + np.float32(volume.origin_um[0]), volume.spacing_um)
     with record.step("detect"):
         instances, labels = outputs.create_label_outputs(out, volume.shape, volume.spacing_um, volume.origin_um, chunks)

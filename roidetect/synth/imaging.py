@@ -159,12 +159,22 @@ def ct_scan(mu_rel: np.ndarray, params: ImagingParams, spacing_um: Sequence[floa
 
 def _with_fringes(mu: np.ndarray, params: ImagingParams, rng: np.random.Generator,
                   info: dict[str, Any]) -> np.ndarray:
-    """Phase-contrast fringes to first order: ``mu + k (mu - G mu)``, k drawn from the range."""
+    """:func:`phase_fringes` of a strength drawn from ``params.fringe_strength``."""
     low, high = params.fringe_strength
     strength = float(rng.uniform(low, high)) if high > low else float(low)
     info["fringe_strength_used"] = round(strength, 4)
-    smooth = ndimage.gaussian_filter(mu, params.fringe_sigma_vox, mode="nearest")
-    return mu + np.float32(strength) * (mu - smooth)
+    return phase_fringes(mu, strength, params.fringe_sigma_vox)
+
+
+def phase_fringes(values: np.ndarray, strength: float, sigma_vox: float) -> np.ndarray:
+    """Propagation phase-contrast fringes to first order: ``v + k (v - G v)`` (float32).
+
+    ``G`` is a Gaussian of ``sigma_vox`` voxels (edges repeated): a bright fringe inside and a
+    dark one outside every edge, as a reconstruction without phase retrieval shows.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    smooth = ndimage.gaussian_filter(values, sigma_vox, mode="nearest")
+    return values + np.float32(strength) * (values - smooth)
 
 
 # ---------------------------------------------------------------------------- image-domain model

@@ -2,9 +2,10 @@
 
 Propagation-based phase contrast, left in a reconstruction without phase retrieval, adds a
 bright fringe inside and a dark one outside every edge. To first order the scan becomes
-``s + k (s - G_sigma * s)`` (an unsharp mask; ``G_sigma`` a Gaussian of ``--sigma`` voxels):
-with ``--strength`` k = 1 and sigma 1.5 the voxels on either side of an edge overshoot by
-0.37 of the step, the next ones by 0.15. Labels and instances are copied unchanged; the
+``s + k (s - G_sigma * s)``, an unsharp mask with ``G_sigma`` a Gaussian of ``--sigma`` voxels
+(the fringes ``roidetect synth`` makes: :func:`roidetect.synth.imaging.phase_fringes`). With
+``--strength`` k = 1 and sigma 1.5 the voxels on either side of an edge overshoot by 0.37 of
+the step, the next ones by 0.15. Labels and instances are copied unchanged; the
 output folders are datasets that ``evaluate_heldout.py`` scores:
 
     python training/default/fringe_heldout.py --strength 1 --out runs/fringes-1 \\
@@ -21,16 +22,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from roidetect.atomic import atomic_dir
+from roidetect.synth.imaging import phase_fringes
 from roidetect.volume import open_volume, write_json, write_tiff
 
 
 def with_fringes(scan: np.ndarray, strength: float, sigma_vox: float) -> np.ndarray:
-    """``scan + strength (scan - G_sigma scan)``, rounded and clipped to the scan's integer type."""
-    values = scan.astype(np.float32)
-    fringed = values + np.float32(strength) * (values - ndimage.gaussian_filter(values, sigma_vox))
+    """:func:`roidetect.synth.imaging.phase_fringes` of the scan, rounded and clipped to its integer type."""
+    fringed = phase_fringes(scan, strength, sigma_vox)
     limits = np.iinfo(scan.dtype)
     return np.clip(np.round(fringed), limits.min, limits.max).astype(scan.dtype)
 
