@@ -74,7 +74,8 @@ def test_ensemble_command_writes_a_calibrated_package_that_predicts(members: tup
     first, second, dataset = members
     originals = {p: p.read_bytes() for folder in (first, second) for p in folder.iterdir()}
     out = tmp_path / "both"
-    assert main(["ensemble", str(first), str(second), "--data", str(dataset), "--out", str(out), "--quiet"]) == 0
+    assert main(["ensemble", str(first), str(second), "--data", str(dataset), "--out", str(out), "--overlap", "0.4",
+                 "--quiet"]) == 0
     assert {p: p.read_bytes() for p in originals} == originals  # the members are untouched
 
     card = json.loads((out / "card.json").read_text())
@@ -85,6 +86,7 @@ def test_ensemble_command_writes_a_calibrated_package_that_predicts(members: tup
     assert card["calibration_data"]["kind"] == "dataset" and card["tta"]["variants"] == 8
     assert card["metrics"]["validation"]["volumes"] == 3
     assert all(0 <= v <= 1 for v in card["detection"]["min_score"].values())
+    assert card["sliding_window"]["overlap"] == 0.4  # calibrated on, and run by predict
 
     package = load_package(out)
     assert isinstance(package.network, Ensemble)
@@ -116,4 +118,7 @@ def test_ensemble_refuses_bad_requests(members: tuple[Path, Path, Path], tmp_pat
     assert main(["ensemble", str(first), str(second), "--data", str(tmp_path / "missing"), "--out", str(out),
                  "--quiet"]) == 2
     assert "no dataset.json" in capsys.readouterr().err
+    assert main(["ensemble", str(first), str(second), "--data", str(dataset), "--out", str(out), "--overlap", "1.5",
+                 "--quiet"]) == 2
+    assert "overlap" in capsys.readouterr().err
     assert not out.exists()

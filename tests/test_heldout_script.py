@@ -204,3 +204,41 @@ def test_fringes_overshoot_at_edges_and_leave_flat_regions_and_labels_alone(tmp_
         assert (tmp_path / "fringes" / "anode" / entry[key]).read_bytes() == (source / entry[key]).read_bytes()
     scan = open_volume(tmp_path / "fringes" / "anode" / entry["image"]).numpy()
     assert scan.shape == (48, 48, 48) and not np.array_equal(scan, open_volume(source / entry["image"]).numpy())
+
+
+def _summary(per_volume: dict[str, dict[str, tuple[int, int, int]]]) -> dict:
+    """A heldout.json with one dataset whose model rows hold these (tp, fp, fn) per class."""
+    rows = {vid: {c: dict(zip(("tp", "fp", "fn"), counts[c])) for c in ("pore", "crack", "delamination")}
+            for vid, counts in per_volume.items()}
+    return {"set": {"volumes": len(rows), "per_volume": {"model": rows, "classical": rows}}, "all": {}}
+
+
+def test_paired_comparison_passes_a_consistently_better_model_only() -> None:
+    paired = load_script("paired_comparison")
+    base = {f"v{i}": {"pore": (8, 2, 2), "crack": (5, 5, 5), "delamination": (0, 0, 0)} for i in range(6)}
+    better = {vid: {**counts, "crack": (6 + i % 2, 4, 4 - i % 2)} for i, (vid, counts) in enumerate(base.items())}
+    result = paired.compare(_summary(base), _summary(better))
+    assert result["volumes"] == 6 and result["better"] == 6 and result["worse"] == 0
+    assert result["paired_difference"] > 2 * result["standard_error"] > 0 and result["passes"]
+    assert result["pooled_a"]["delamination"] == 0.0  # nothing true, nothing found: left out per volume
+    assert math.isclose(result["pooled_a"]["pore"], 0.8)
+
+    mixed = {vid: {**counts, "crack": (8, 2, 2) if i == 0 else (5, 6, 5)} for i, (vid, counts) in enumerate(base.items())}
+    result = paired.compare(_summary(base), _summary(mixed))
+    assert result["better"] == 1 and result["worse"] == 5 and not result["passes"]
+    assert paired.compare(_summary(base), _summary(base))["paired_difference"] == 0.0
+
+
+def test_paired_comparison_refuses_files_of_different_volumes() -> None:
+    paired = load_script("paired_comparison")
+    one = {"v0": {"pore": (1, 0, 0), "crack": (1, 0, 0), "delamination": (1, 0, 0)}}
+    two = {"v1": one["v0"]}
+    with pytest.raises(SystemExit, match="different volumes"):
+        paired.compare(_summary(one), _summary(two))
+
+
+def test_counts_keep_each_volumes_tp_fp_fn_for_the_paired_comparison(heldout) -> None:
+    result = {"instance": {c: {"tp": i, "fp": 2 * i, "fn": 3, "f1": 0.5} for i, c in
+                           enumerate(("pore", "crack", "delamination"))}}
+    assert heldout.counts(result) == {"pore": {"tp": 0, "fp": 0, "fn": 3}, "crack": {"tp": 1, "fp": 2, "fn": 3},
+                                      "delamination": {"tp": 2, "fp": 4, "fn": 3}}

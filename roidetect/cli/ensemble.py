@@ -26,6 +26,10 @@ def register(subparsers: Any) -> None:
                              "\"split\": \"test\" are left out")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the new model package")
     parser.add_argument("--name", help="the new card's name (default: the members' names joined by '+')")
+    parser.add_argument("--overlap", type=float, metavar="FRACTION",
+                        help="overlap of the patch-sized windows to calibrate with, written to the card's "
+                             "sliding_window.overlap, which 'roidetect predict' then runs (default: the first "
+                             "member's)")
     add_device(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.set_defaults(handler=run)
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from roidetect.learn.ensemble import ensemble_package
 
     card = ensemble_package(args.models, args.out, args.data, name=args.name, device=args.device,
-                            overwrite=args.overwrite, progress=not args.quiet)
+                            overwrite=args.overwrite, progress=not args.quiet, overlap=args.overlap)
     overall = card["metrics"]["validation"]["overall"]
     log.info("ensemble %s of %d models: validation F1 pore %.3f, crack %.3f, delamination %.3f on %d volume(s)",
              card["name"], len(card["ensemble"]["members"]), overall["f1_pore"], overall["f1_crack"],

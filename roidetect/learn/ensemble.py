@@ -29,7 +29,8 @@ MATCHING_KEYS = ("classes", "voxel_size_um", "normalisation", "patch_size")
 
 
 def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, name: str | None = None,
-                     device: str = "auto", overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                     device: str = "auto", overwrite: bool = False, progress: bool = True,
+                     overlap: float | None = None) -> dict[str, Any]:
     """Combine model packages into one ensemble package, calibrated on ``data``.
 
     Parameters
@@ -44,8 +45,9 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
         (:mod:`roidetect.learn.dataset`); volumes marked ``test`` are left out.
     name : str, optional
         The new card's ``name`` (default: the members' names joined by ``+``).
-    device, overwrite, progress
-        As :func:`roidetect.learn.final_validation.calibrate_package`.
+    device, overwrite, progress, overlap
+        As :func:`roidetect.learn.final_validation.calibrate_package`; ``overlap`` replaces
+        the first member's ``sliding_window.overlap``.
 
     Returns
     -------
@@ -72,7 +74,8 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
     with tempfile.TemporaryDirectory(prefix="roidetect-ensemble-") as staging:
         save_package(staging, network, card)
         log.info("ensemble of %d models; calibrating it on %s", len(packages), data)
-        return calibrate_package(staging, out, device=device, overwrite=overwrite, progress=progress, data=data)
+        return calibrate_package(staging, out, device=device, overwrite=overwrite, progress=progress, data=data,
+                                 overlap=overlap)
 
 
 def ensemble_card(packages: Sequence[Any], sources: Sequence[str], name: str | None = None) -> dict[str, Any]:

@@ -75,6 +75,11 @@ def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
     return table
 
 
+def counts(result: dict) -> dict[str, dict[str, int]]:
+    """One volume's instance TP, FP and FN per class, from its evaluation JSON."""
+    return {name: {key: result["instance"][name][key] for key in ("tp", "fp", "fn")} for name in CLASSES}
+
+
 class Gap(NamedTuple):
     """An annotated delamination of a phantom, from its manifest."""
 
@@ -220,7 +225,7 @@ def main() -> None:
                 sys.exit(f"{dataset}: no volume has \"split\": \"{args.split}\"")
         if any(v["seed"] < TRAIN_SEED_LIMIT for v in volumes):
             sys.exit(f"{dataset}: a volume seed lies in the training seed range; use another dataset seed")
-        entry = {"volumes": len(volumes)}
+        entry = {"volumes": len(volumes), "per_volume": {}}
         gaps += [delamination_gaps(dataset, v) for v in volumes]
         for method, model in (("model", args.model), ("classical", "classical")):
             model_run = method == "model"
@@ -228,6 +233,7 @@ def main() -> None:
                                     settings=tuple(args.set) if model_run else ()) for v in volumes]
             everything[method] += results
             entry[method] = pooled(results)
+            entry["per_volume"][method] = {v["id"]: counts(r) for v, r in zip(volumes, results)}
             print(f"{dataset.name:>12} {method:>9}: " + "  ".join(
                 f"{c} {entry[method][c]['f1']:.3f}" for c in CLASSES), flush=True)
         summary[dataset.name] = entry
