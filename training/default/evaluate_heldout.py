@@ -7,7 +7,8 @@ For every volume of every dataset this runs, exactly as a user would::
 
 once with ``--model MODEL`` (``--tta`` adds ``--tta`` to its predict) and once with
 ``--model classical``, then pools the instance counts (TP, FP, FN) of each class over the
-volumes of a dataset and over all datasets, and writes ``OUT/heldout.json`` and
+volumes of a dataset and over all datasets, and writes ``OUT/heldout.json`` (with each
+volume's counts under ``per_volume``, which ``paired_comparison.py`` compares) and
 ``OUT/heldout.md`` (the model card's table). It also pools the recall of annotated
 delaminations by how strongly each darkens its scan (the ``signal`` in the phantoms'
 manifests, :mod:`roidetect.synth.visibility`), by where each opened (on the CBD's side,
