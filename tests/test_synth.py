@@ -131,6 +131,24 @@ def test_receding_particle_leaves_its_gap_inside_its_old_outline():
         assert (before.particles[mask] == entry["host_particle"]).all()
 
 
+def test_lifted_films_lie_between_their_particle_and_a_cbd_film():
+    phantom = make_phantom(shape=(64, 64, 64), seed=5, preset="cathode", delamination_rate=2.0,
+                           delamination_min_signal=0.0, delamination_film_probability=1.0)
+    before = make_phantom(shape=(64, 64, 64), seed=5, preset="cathode", delamination_rate=0.0, pore_rate=0.0,
+                          crack_rate=0.0, min_per_class=0)
+    films = [d for d in _defects(phantom, DELAMINATION) if d["interface"] == "particle-binder"]
+    assert len(films) >= 3 and {d["side"] for d in films} == {"film"}
+    for entry in films:
+        mask = phantom.instances == entry["id"]
+        assert 2.0 <= entry["film_vox"] <= 4.0
+        assert (phantom.phases[mask] == VOID).all()
+        assert (before.particles[mask] == 0).all()  # the particle keeps its outline; the gap lies outside it
+        around = ndimage.binary_dilation(mask, CONNECT26) & ~mask
+        assert (phantom.particles[around] == entry["host_particle"]).any()
+        # the film: CBD that was pore space before, beside the gap
+        assert ((phantom.phases[around] == BINDER) & (before.phases[around] == VOID)).any()
+
+
 def test_collector_delamination(collector_phantom):
     gaps = [d for d in collector_phantom.manifest["defects"] if d.get("interface") == "coating-collector"]
     assert gaps

@@ -1,6 +1,7 @@
 """Defects cut into a microstructure, with exact ground truth.
 
-Every defect turns solid voxels into :data:`~roidetect.synth.phases.VOID`; exactly those
+Every defect turns solid voxels into :data:`~roidetect.synth.phases.VOID` (a collector gap,
+and the gap under a lifted CBD film, also take in the pore space they enclose); exactly those
 voxels carry its class in the label map and its id in the instance map, and nothing is drawn
 over them afterwards. Defects keep at least two voxels of solid between each other (a
 reservation zone around every carved defect), so no two instances touch.
@@ -17,7 +18,9 @@ reservation zone around every carved defect), so no two instances touch.
   lens-shaped opening, where a CBD wall at least ``delamination_wall_vox`` thick stays
   between the gap and the pore space: carved from the CBD's side (the CBD pulled away) or,
   with ``delamination_recession_probability``, from the particle's outer layer against the
-  CBD (the particle shrank away from it, as silicon does on delithiation); or a gap between
+  CBD (the particle shrank away from it, as silicon does on delithiation); or, with
+  ``delamination_film_probability``, under a CBD film lifted off a cap of the particle where
+  it faces pore space (a blister, the film 2-4 voxels thick); or a gap between
   the coating and the current collector over a patch: one layer that holds the removed
   coating and the pores it opened into.
 """
@@ -273,8 +276,11 @@ class _Carver:
         """
         p, rng = self.params, self.rng
         gap = float(rng.uniform(*p.delamination_gap_vox))
-        recession = rng.random() < p.delamination_recession_probability
         radius = (3 * self.sizes[host] / (4 * math.pi)) ** (1 / 3)
+        # no draw at probability 0, so a seed makes the phantom it made before films existed
+        if p.delamination_film_probability > 0 and rng.random() < p.delamination_film_probability:
+            return self._film_delamination(host, gap, radius)
+        recession = rng.random() < p.delamination_recession_probability
         if recession and gap > 0.5 * radius:
             return False
         box = self._box(host, int(math.ceil(gap + p.delamination_wall_vox)) + 2)
@@ -307,6 +313,41 @@ class _Carver:
         self._carve(box, patch, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
                                                "side": "particle" if recession else "binder",
                                                "gap_vox": round(gap, 3)})
+        return True
+
+    def _film_delamination(self, host: int, gap: float, radius: float) -> bool:
+        """Lift a CBD film off a cap of ``host`` where the particle faces pore space (a blister).
+
+        The gap runs from the particle's surface out to a lens-shaped opening (``gap`` voxels
+        at the cap's centre, one at its rim) through pore space and any CBD there; the next
+        ``delamination_film_vox`` voxels out become CBD where they were pore space, so the
+        scan shows particle, dark gap, faint film, then pore space. ``radius`` is the host's
+        equivalent-sphere radius (voxels).
+        """
+        p, rng = self.params, self.rng
+        film = float(rng.uniform(*p.delamination_film_vox))
+        box = self._box(host, int(math.ceil(gap + film)) + 2)
+        phases = self.micro.phases[box]
+        from_surface = ndimage.distance_transform_edt(self.micro.particles[box] != host)
+        open_space = np.isin(phases, (VOID, BINDER)) & ~self.reserved[box]
+        seeds = np.argwhere(open_space & (phases == VOID) & (from_surface <= 1.0))
+        if len(seeds) < _MIN_GAP_VOXELS:
+            return False
+        seed = seeds[rng.integers(len(seeds))]
+        patch_radius = radius * rng.uniform(*p.delamination_extent)
+        grid = np.meshgrid(*[np.arange(n) - c for n, c in zip(phases.shape, seed)], indexing="ij", sparse=True)
+        distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grid))
+        cap = distance <= patch_radius
+        opening = np.maximum(1.0, gap * np.sqrt(np.clip(1 - (distance / patch_radius) ** 2, 0, 1)))
+        patch = _largest_component(open_space & cap & (from_surface <= opening))
+        if patch.sum() < _MIN_GAP_VOXELS:
+            return False
+        layer = (phases == VOID) & ~self.reserved[box] & cap & (from_surface > opening) \
+            & (from_surface <= opening + film)
+        phases[layer] = BINDER
+        self._carve(box, patch, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
+                                               "side": "film", "gap_vox": round(gap, 3),
+                                               "film_vox": round(film, 3)})
         return True
 
     def collector_delamination(self) -> bool:

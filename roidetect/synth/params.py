@@ -96,6 +96,11 @@ class DefectParams:
     delamination_recession_probability : chance that a particle/CBD gap opens on the
         particle's side (the particle shrank away from the CBD that held it, as silicon does
         on delithiation) rather than on the CBD's side (the CBD pulled away).
+    delamination_film_probability, delamination_film_vox : chance that a particle/CBD gap
+        is instead a CBD film lifted off a cap of the particle where it faces pore space (a
+        blister: particle, gap, a film ``delamination_film_vox`` voxels thick, then pore
+        space), and the film's thickness range in voxels. 0 (default): no films, and the
+        phantoms of a seed are those made before this mode existed.
     collector_delamination_probability, collector_gap_vox : chance of a gap between coating
         and current collector (when there is one) and its opening range in voxels.
     delamination_min_gap_fwhm : narrowest opening of either kind of delamination, as a
@@ -134,6 +139,8 @@ class DefectParams:
     delamination_gap_vox: tuple[float, float] = (2.0, 5.0)
     delamination_extent: tuple[float, float] = (0.4, 0.9)
     delamination_recession_probability: float = 0.5
+    delamination_film_probability: float = 0.0
+    delamination_film_vox: tuple[float, float] = (2.0, 4.0)
     collector_delamination_probability: float = 0.8
     collector_gap_vox: tuple[float, float] = (2.0, 5.0)
     delamination_min_gap_fwhm: float = 1.0
@@ -244,6 +251,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "crack_width_vox": (0.5, 10), "crack_extent": (0.1, 3), "crack_sagitta_vox": (0, 10),
     "crack_branch_probability": (0, 1), "delamination_rate": (0, 50), "delamination_gap_vox": (0.5, 10),
     "delamination_extent": (0.1, 3), "delamination_recession_probability": (0, 1),
+    "delamination_film_probability": (0, 1), "delamination_film_vox": (1, 10),
     "collector_delamination_probability": (0, 1), "collector_gap_vox": (0.5, 10),
     "delamination_min_gap_fwhm": (0, 3), "delamination_wall_vox": (0, 10), "delamination_min_signal": (0, 100),
     "delamination_min_wall_fwhm": (0, 10),
@@ -257,7 +265,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"ct_model": CT_MODELS, "filter_name": FILTERS, "bit_depth": (8, 16)}
 _ORDERED_PAIRS = ("pore_radius_vox", "crack_width_vox", "crack_extent", "delamination_gap_vox",
-                  "delamination_extent", "collector_gap_vox", "output_range", "geometry_x_range",
+                  "delamination_extent", "delamination_film_vox", "collector_gap_vox", "output_range", "geometry_x_range",
                   "fringe_strength")
 
 

@@ -244,15 +244,17 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
     phases = np.where(gaps, before[0], micro.phases)
     particles = np.where(gaps, before[1], micro.particles)
     # Without a gap, CBD would touch the particle: a gap on the particle's side is filled with
-    # CBD, not with the particle layer it took (the scan shows a smaller particle, not a gap).
-    receded = [r["id"] for r in defects.records if r.get("side") == "particle"]
-    in_receded = gaps & np.isin(defects.instances, receded)
-    phases[in_receded] = BINDER
-    particles[in_receded] = 0
+    # CBD, not with the particle layer it took (the scan shows a smaller particle, not a gap),
+    # and so is the gap under a lifted film (the film would lie on the particle).
+    refilled = [r["id"] for r in defects.records if r.get("side") in ("particle", "film")]
+    in_refilled = gaps & np.isin(defects.instances, refilled)
+    phases[in_refilled] = BINDER
+    particles[in_refilled] = 0
     labels = np.where(gaps, 0, defects.labels)
     filled, filled_other = (_scan(micro, phases, particles, labels, params, spacing, rng)[0] for rng in rngs)
     ids = [r["id"] for r in defects.records if r["class_id"] == DELAMINATION]
-    emptied = np.where(before[0] != VOID, defects.instances, 0)  # a collector gap also holds old pores
+    # a collector gap also holds old pores, which it did not empty; a film's gap emptied its CBD
+    emptied = np.where((before[0] != VOID) | in_refilled, defects.instances, 0)
     signals = gap_signals(image, filled, filled_other, emptied, ids, phases)
     particle_gaps = [r["id"] for r in defects.records if r.get("interface") == "particle-binder"]
     walls = gap_walls(micro.phases, defects.labels, defects.instances, particle_gaps)
@@ -264,9 +266,9 @@ def _drop_faint_gaps(micro: Microstructure, before: tuple[np.ndarray, np.ndarray
     faint = {i for i in ids if signals[i] < params.defects.delamination_min_signal}
     min_wall = params.defects.delamination_min_wall_fwhm * _resolution_um(params, spacing) / float(np.mean(spacing))
     walled_in = {r["id"] for r in defects.records
-                 if r["id"] in walls and r.get("side") != "particle" and walls[r["id"]] < min_wall}
+                 if r["id"] in walls and r.get("side") == "binder" and walls[r["id"]] < min_wall}
     defects, removed = unlabel(defects, faint | walled_in, fill=IGNORE)
-    kept = ("class", "interface", "side", "gap_vox", "signal", "wall_vox")
+    kept = ("class", "interface", "side", "gap_vox", "film_vox", "signal", "wall_vox")
     return defects, [{key: r[key] for key in kept if key in r} | {"why": "faint" if r["id"] in faint else "thin wall"}
                      for r in removed]
 

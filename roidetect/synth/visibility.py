@@ -5,7 +5,8 @@ resolution, or in a scan whose CBD hardly differs from void, the particle's blur
 noise swallow it: a person annotating the scan would not see it, and a label there teaches a
 network to guess. The phantom is therefore imaged again with the gaps filled with what would
 be there without them (the material that was there; CBD for a gap on the particle's side,
-since a receded particle without its gap is a smaller particle touching CBD), twice: with
+since a receded particle without its gap is a smaller particle touching CBD, and for the gap
+under a lifted CBD film, the film lying on the particle), twice: with
 the scan's own random streams (same noise and texture) and with an independent stream. A
 gap's *signal* is the mean grey-value drop over the voxels it emptied between the scan and
 its filled twin, divided by the random spread of grey values inside the CBD: the standard
