@@ -303,11 +303,8 @@ class _Carver:
         if len(seeds) < _MIN_GAP_VOXELS:
             return False
         seed = seeds[rng.integers(len(seeds))]
-        patch_radius = radius * rng.uniform(*p.delamination_extent)
-        grid = np.meshgrid(*[np.arange(n) - c for n, c in zip(shell.shape, seed)], indexing="ij", sparse=True)
-        distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grid))
-        opening = np.maximum(1.0, gap * np.sqrt(np.clip(1 - (distance / patch_radius) ** 2, 0, 1)))
-        patch = _largest_component(shell & (distance <= patch_radius) & (from_interface <= opening))
+        cap, opening = _lens(shell.shape, seed, radius * rng.uniform(*p.delamination_extent), gap)
+        patch = _largest_component(shell & cap & (from_interface <= opening))
         if patch.sum() < _MIN_GAP_VOXELS:
             return False
         self._carve(box, patch, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
@@ -334,11 +331,7 @@ class _Carver:
         if len(seeds) < _MIN_GAP_VOXELS:
             return False
         seed = seeds[rng.integers(len(seeds))]
-        patch_radius = radius * rng.uniform(*p.delamination_extent)
-        grid = np.meshgrid(*[np.arange(n) - c for n, c in zip(phases.shape, seed)], indexing="ij", sparse=True)
-        distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grid))
-        cap = distance <= patch_radius
-        opening = np.maximum(1.0, gap * np.sqrt(np.clip(1 - (distance / patch_radius) ** 2, 0, 1)))
+        cap, opening = _lens(phases.shape, seed, radius * rng.uniform(*p.delamination_extent), gap)
         patch = _largest_component(open_space & cap & (from_surface <= opening))
         if patch.sum() < _MIN_GAP_VOXELS:
             return False
@@ -453,6 +446,19 @@ def _renumbered(instances: np.ndarray, records: list[dict[str, Any]],
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _lens(shape: tuple[int, ...], seed: np.ndarray, patch_radius: float, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """The patch of a particle/CBD gap and its lens-shaped opening, over a box of ``shape``.
+
+    Returns the voxels within ``patch_radius`` of ``seed`` (bool, ``shape``) and the opening
+    at every voxel (float32 voxels, ``shape``): ``gap`` at the seed, falling elliptically to one
+    voxel at the patch's rim and beyond.
+    """
+    grid = np.meshgrid(*[np.arange(n) - c for n, c in zip(shape, seed)], indexing="ij", sparse=True)
+    distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grid))
+    opening = np.maximum(1.0, gap * np.sqrt(np.clip(1 - (distance / patch_radius) ** 2, 0, 1)))
+    return distance <= patch_radius, opening
 
 
 def _sheet(offset: np.ndarray, extent: np.ndarray, width: float, normal: np.ndarray) -> np.ndarray:
