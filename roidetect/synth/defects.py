@@ -299,17 +299,12 @@ class _Carver:
             from_interface = ndimage.distance_transform_edt(~host_voxels)
             side = binder
         shell = side & sealed & (from_interface <= max(gap, 1.0)) & ~self.reserved[box]
-        seeds = np.argwhere(shell)
-        if len(seeds) < _MIN_GAP_VOXELS:
+        grown = self._lens_patch(shell, shell, from_interface, radius, gap)
+        if grown is None:
             return False
-        seed = seeds[rng.integers(len(seeds))]
-        cap, opening = _lens(shell.shape, seed, radius * rng.uniform(*p.delamination_extent), gap)
-        patch = _largest_component(shell & cap & (from_interface <= opening))
-        if patch.sum() < _MIN_GAP_VOXELS:
-            return False
-        self._carve(box, patch, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
-                                               "side": "particle" if recession else "binder",
-                                               "gap_vox": round(gap, 3)})
+        self._carve(box, grown[0], DELAMINATION, {"host_particle": host, "interface": "particle-binder",
+                                                  "side": "particle" if recession else "binder",
+                                                  "gap_vox": round(gap, 3)})
         return True
 
     def _film_delamination(self, host: int, gap: float, radius: float) -> bool:
@@ -327,21 +322,46 @@ class _Carver:
         phases = self.micro.phases[box]
         from_surface = ndimage.distance_transform_edt(self.micro.particles[box] != host)
         open_space = np.isin(phases, (VOID, BINDER)) & ~self.reserved[box]
-        seeds = np.argwhere(open_space & (phases == VOID) & (from_surface <= 1.0))
-        if len(seeds) < _MIN_GAP_VOXELS:
+        grown = self._lens_patch(open_space & (phases == VOID) & (from_surface <= 1.0), open_space, from_surface,
+                                 radius, gap)
+        if grown is None:
             return False
-        seed = seeds[rng.integers(len(seeds))]
-        cap, opening = _lens(phases.shape, seed, radius * rng.uniform(*p.delamination_extent), gap)
-        patch = _largest_component(open_space & cap & (from_surface <= opening))
-        if patch.sum() < _MIN_GAP_VOXELS:
-            return False
+        gap_voxels, cap, opening = grown
         layer = (phases == VOID) & ~self.reserved[box] & cap & (from_surface > opening) \
             & (from_surface <= opening + film)
         phases[layer] = BINDER
-        self._carve(box, patch, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
-                                               "side": "film", "gap_vox": round(gap, 3),
-                                               "film_vox": round(film, 3)})
+        self._carve(box, gap_voxels, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
+                                                    "side": "film", "gap_vox": round(gap, 3),
+                                                    "film_vox": round(film, 3)})
         return True
+
+    def _lens_patch(self, seeds: np.ndarray, allowed: np.ndarray, from_interface: np.ndarray, radius: float,
+                    gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Grow a particle/CBD gap with a lens-shaped opening around a random voxel of ``seeds``.
+
+        The patch has a radius of ``delamination_extent`` times ``radius`` (voxels); the opening
+        is ``gap`` voxels at the seed and falls elliptically to one voxel at the patch's rim.
+        The gap is the largest component of the ``allowed`` voxels of the patch within the
+        opening of the interface (``from_interface``, voxels). All arrays share the box's shape.
+
+        Returns
+        -------
+        (gap, patch, opening) or None
+            bool, bool and float32 arrays; None when there are too few seeds or gap voxels.
+        """
+        candidates = np.argwhere(seeds)
+        if len(candidates) < _MIN_GAP_VOXELS:
+            return None
+        seed = candidates[self.rng.integers(len(candidates))]
+        patch_radius = radius * self.rng.uniform(*self.params.delamination_extent)
+        grid = np.meshgrid(*[np.arange(n) - c for n, c in zip(seeds.shape, seed)], indexing="ij", sparse=True)
+        distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grid))
+        opening = np.maximum(1.0, gap * np.sqrt(np.clip(1 - (distance / patch_radius) ** 2, 0, 1)))
+        patch = distance <= patch_radius
+        gap_voxels = _largest_component(allowed & patch & (from_interface <= opening))
+        if gap_voxels.sum() < _MIN_GAP_VOXELS:
+            return None
+        return gap_voxels, patch, opening
 
     def collector_delamination(self) -> bool:
         """Open a gap between the coating and the current collector over a patch."""
@@ -446,19 +466,6 @@ def _renumbered(instances: np.ndarray, records: list[dict[str, Any]],
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _lens(shape: tuple[int, ...], seed: np.ndarray, patch_radius: float, gap: float) -> tuple[np.ndarray, np.ndarray]:
-    """The patch of a particle/CBD gap and its lens-shaped opening, over a box of ``shape``.
-
-    Returns the voxels within ``patch_radius`` of ``seed`` (bool, ``shape``) and the opening
-    at every voxel (float32 voxels, ``shape``): ``gap`` at the seed, falling elliptically to one
-    voxel at the patch's rim and beyond.
-    """
-    grid = np.meshgrid(*[np.arange(n) - c for n, c in zip(shape, seed)], indexing="ij", sparse=True)
-    distance = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grid))
-    opening = np.maximum(1.0, gap * np.sqrt(np.clip(1 - (distance / patch_radius) ** 2, 0, 1)))
-    return distance <= patch_radius, opening
 
 
 def _sheet(offset: np.ndarray, extent: np.ndarray, width: float, normal: np.ndarray) -> np.ndarray:
