@@ -322,13 +322,12 @@ class _Carver:
         phases = self.micro.phases[box]
         from_surface = ndimage.distance_transform_edt(self.micro.particles[box] != host)
         open_space = np.isin(phases, (VOID, BINDER)) & ~self.reserved[box]
-        grown = self._lens_patch(open_space & (phases == VOID) & (from_surface <= 1.0), open_space, from_surface,
-                                 radius, gap)
+        pore_space = open_space & (phases == VOID)
+        grown = self._lens_patch(pore_space & (from_surface <= 1.0), open_space, from_surface, radius, gap)
         if grown is None:
             return False
         gap_voxels, cap, opening = grown
-        layer = (phases == VOID) & ~self.reserved[box] & cap & (from_surface > opening) \
-            & (from_surface <= opening + film)
+        layer = pore_space & cap & (from_surface > opening) & (from_surface <= opening + film)
         phases[layer] = BINDER
         self._carve(box, gap_voxels, DELAMINATION, {"host_particle": host, "interface": "particle-binder",
                                                     "side": "film", "gap_vox": round(gap, 3),
