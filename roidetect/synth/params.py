@@ -265,8 +265,8 @@ _BOUNDS: dict[str, tuple[float, float]] = {
 }
 _CHOICES: dict[str, tuple[Any, ...]] = {"ct_model": CT_MODELS, "filter_name": FILTERS, "bit_depth": (8, 16)}
 _ORDERED_PAIRS = ("pore_radius_vox", "crack_width_vox", "crack_extent", "delamination_gap_vox",
-                  "delamination_extent", "delamination_film_vox", "collector_gap_vox", "output_range", "geometry_x_range",
-                  "fringe_strength")
+                  "delamination_extent", "delamination_film_vox", "collector_gap_vox", "output_range",
+                  "geometry_x_range", "fringe_strength")
 
 
 def parameter_names() -> list[str]:
