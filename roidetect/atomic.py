@@ -44,6 +44,17 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     _replace(tmp, path)
 
 
+def give_default_permissions(path: str | os.PathLike) -> None:
+    """Set ``path``'s mode to that of a file opened the ordinary way (0o666 less the umask).
+
+    For libraries that create their files private (safetensors writes 0o600), so that
+    colleagues on a shared machine can read what a run wrote, as they can its other files.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     """Fail early, before any work, if ``path`` cannot be used as an output folder."""
     path = Path(path)

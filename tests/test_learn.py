@@ -548,3 +548,22 @@ def test_warmup_cosine_schedule() -> None:
     assert warmup_cosine(1.0, 0.1, 0.01) == pytest.approx(0.01)
     values = [warmup_cosine(p, 0.1, 0.01) for p in np.linspace(0.1, 1.0, 20)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_package_files_are_as_readable_as_any_new_file(umask: int, tmp_path: Path) -> None:
+    """safetensors writes its files 0o600; a package's weights get the umask's mode like its card."""
+    import os
+
+    from roidetect.learn.bundle import CARD, WEIGHTS, save_package
+
+    card = {"name": "t", "classes": {"0": "background", "1": "pore"}, "network": {"class": "Linear", "args": {}},
+            "voxel_size_um": [1.0, 1.0, 1.0], "patch_size": [8, 8, 8],
+            "normalisation": {"method": "volume_percentiles", "percentiles": [0.5, 99.5]}}
+    old = os.umask(umask)
+    try:
+        package = save_package(tmp_path / "model", torch.nn.Linear(2, 2), card)
+    finally:
+        os.umask(old)
+    for name in (WEIGHTS, CARD):
+        assert (package / name).stat().st_mode & 0o777 == 0o666 & ~umask

@@ -141,7 +141,7 @@ def save_package(path: str | os.PathLike, network: nn.Module, card: dict[str, An
     """
     from safetensors.torch import save_file
 
-    from roidetect.atomic import atomic_file
+    from roidetect.atomic import atomic_file, give_default_permissions
 
     card = {"format": FORMAT, **card}
     missing = [k for k in REQUIRED_KEYS if k not in card]
@@ -152,5 +152,6 @@ def save_package(path: str | os.PathLike, network: nn.Module, card: dict[str, An
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     with atomic_file(path / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
+        give_default_permissions(tmp)
     write_json(path / CARD, card)
     return path
