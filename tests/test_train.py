@@ -75,6 +75,28 @@ def test_every_config_option_composes_and_builds(group: str, option: str, datase
         assert batch["label"].shape == (small["batch_size"], 1, 16, 16, 16)
 
 
+@pytest.mark.parametrize("experiment", options_of("experiment"))
+def test_experiments_fit_a_package_and_keep_the_held_out_geometry_unseen(experiment: str, tmp_path: Path) -> None:
+    """Each recipe's weights fit the 20 MB a model package may hold, its patches fit its network,
+    and where it draws the real NMC geometry it draws only x < 0.5 (training/default/'s held-out
+    set uses x >= 0.5)."""
+    from omegaconf import OmegaConf
+
+    from roidetect.config import compose_config
+    from roidetect.learn.networks import build_network, input_divisor
+
+    options = OmegaConf.to_container(compose_config("train", [f"experiment={experiment}", f"out={tmp_path}"]),
+                                     resolve=True)
+    model, data = options["model"], options["data"]
+    network = build_network(model["class"], **model["args"])
+    assert 4 * sum(p.numel() for p in network.parameters()) < 20e6 - 100e3  # float32, and room for the card
+    divisor = input_divisor(model["class"], model["args"])
+    assert all(p % d == 0 for p, d in zip(data["patch_size"], divisor, strict=True))
+    if data["kind"] == "synthetic" and data["preset"] in ("any", "nmc-real"):
+        x_range = data["synth_overrides"].get("geometry_x_range")
+        assert x_range is not None and 0.0 <= x_range[0] < x_range[1] <= 0.5
+
+
 def test_synthetic_preset_weights_are_checked_and_recorded(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
