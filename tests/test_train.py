@@ -191,6 +191,16 @@ def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path
     assert json.loads((out / "model" / "card.json").read_text())["training"]["steps"] == 4
 
 
+def test_last_checkpoint_is_written_after_every_validation(dataset: Path, tmp_path: Path) -> None:
+    """last.ckpt follows the newest validation even when the score does not improve (Lightning's
+    save_last writes it only with a new best), so a killed run loses at most one epoch."""
+    out = tmp_path / "run"
+    assert main(train_args(dataset, out, "trainer.max_epochs=3")) == 0
+    steps = json.loads((out / "model" / "card.json").read_text())["training"]["steps"]
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, steps)
+
+
 def test_interrupted_run_resumes_from_its_exception_checkpoint(dataset: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import signal

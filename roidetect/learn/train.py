@@ -326,8 +326,11 @@ def _build_trainer(options: dict[str, Any], out: Path) -> Any:
     quiet = bool(options["quiet"])
     folder = out / CHECKPOINTS
     callbacks: list[Any] = [
-        cb.ModelCheckpoint(dirpath=folder, filename="best", monitor=MONITOR, mode="max", save_top_k=1, save_last=True,
+        cb.ModelCheckpoint(dirpath=folder, filename="best", monitor=MONITOR, mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False),
+        # After every validation, improved or not (Lightning's save_last writes only with a new best).
+        cb.ModelCheckpoint(dirpath=folder, filename="last", every_n_epochs=1, save_top_k=1,
+                           enable_version_counter=False),
         cb.OnExceptionCheckpoint(dirpath=folder),
     ]
     every = options["checkpoint"].get("every_n_train_steps")
