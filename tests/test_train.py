@@ -116,6 +116,27 @@ def test_synthetic_preset_weights_are_checked_and_recorded(tmp_path: Path) -> No
         build_training_data({**small, "preset": "anode", "preset_weights": {"anode": 1}}, 0, (8, 8, 8))
 
 
+def test_validation_phantoms_made_in_worker_processes_are_the_same_volumes(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from roidetect.config import compose_config
+    from roidetect.learn.data import build_training_data
+
+    options = OmegaConf.to_container(compose_config("train", ["data=synthetic", f"out={tmp_path / 'run'}"]),
+                                     resolve=True)
+    small = {**options["data"], "preset": "any", "patch_size": [16, 16, 16], "shape": [32, 32, 32],
+             "val_phantoms": 3}
+    serial = build_training_data({**small, "num_workers": 0}, 5, (8, 8, 8)).datamodule.val_volumes
+    parallel = build_training_data({**small, "num_workers": 2}, 5, (8, 8, 8)).datamodule.val_volumes
+    assert [v.id for v in parallel] == [v.id for v in serial] == ["val_phantom_0", "val_phantom_1", "val_phantom_2"]
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.label, b.label)
+        np.testing.assert_array_equal(a.instances, b.instances)
+        assert a.spacing_um == b.spacing_um and a.intensity_range == b.intensity_range
+    assert not np.array_equal(serial[0].image, serial[1].image)  # three phantoms, not one three times
+
+
 def test_short_cpu_run_writes_a_loadable_package(dataset: Path, tmp_path: Path) -> None:
     from roidetect.learn.bundle import load_package
 

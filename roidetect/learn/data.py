@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import lightning.pytorch as pl
@@ -55,6 +57,19 @@ def make_phantom_volume(settings: PhantomSettings, seed: int, name: str, percent
     spacing = tuple(float(s) for s in phantom.spacing_um)
     return LoadedVolume(name, image, np.asarray(phantom.labels, dtype=np.uint8), np.asarray(phantom.instances),
                         spacing, intensity_levels(image, tuple(percentiles)))
+
+
+def make_phantom_volumes(settings: PhantomSettings, seeds: Sequence[int], names: Sequence[str],
+                         percentiles: Sequence[float], workers: int = 0) -> list[LoadedVolume]:
+    """Generate several phantoms, in up to ``workers`` processes (0 or 1: in this one).
+
+    The volumes are the same whatever ``workers`` is: each depends on its seed alone. The
+    processes start the platform's default way, as the data loader's workers do.
+    """
+    if workers <= 1 or len(seeds) <= 1:
+        return [make_phantom_volume(settings, seed, name, percentiles) for seed, name in zip(seeds, names)]
+    with ProcessPoolExecutor(max_workers=min(workers, len(seeds))) as pool:
+        return list(pool.map(make_phantom_volume, repeat(settings), seeds, names, repeat(tuple(percentiles))))
 
 
 @dataclass(frozen=True)
@@ -290,8 +305,10 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
         if data.get("val_path"):
             val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True)
         else:
-            val_volumes = [make_phantom_volume(phantoms, TRAIN_SEEDS + seed * 1000 + i, f"val_phantom_{i}", percentiles)
-                           for i in range(int(data["val_phantoms"]))]
+            count = int(data["val_phantoms"])  # made by as many processes as the loader will have workers
+            val_volumes = make_phantom_volumes(phantoms, [TRAIN_SEEDS + seed * 1000 + i for i in range(count)],
+                                               [f"val_phantom_{i}" for i in range(count)], percentiles,
+                                               int(data["num_workers"]))
         fingerprint = fingerprint_arrays([(v.id, v.image, v.label, v.spacing_um) for v in val_volumes], percentiles)
         fingerprint["voxel_size_um"] = list(phantoms.voxel_size_um)
         fingerprint["shape_zyx"] = list(phantoms.shape)
