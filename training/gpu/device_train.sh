@@ -53,8 +53,9 @@ fi
 max_time=$(printf '00:%02d:%02d:%02d' $((fit_seconds / 3600)) $((fit_seconds % 3600 / 60)) $((fit_seconds % 60)))
 # Device settings:
 # - 14 of the 16 cores make phantoms, and each phantom gives 32 patches, not 16: a 128^3
-#   phantom takes 2-12 s (5 s on average on one core here), so 14 workers make about 90
-#   patches/s, more than a 96^3 UNet of this size is expected to take on one GPU;
+#   phantom takes 2-12 s (4 s on average on one core here), so 14 workers make about 95
+#   patches/s instead of 52 (benchmarks/bench_patch_feed.py), about 24 steps of batch 4 a
+#   second, more than a 96^3 UNet of this size is expected to take on one GPU;
 # - epochs of 2048 patches, so that scoring the 8 validation phantoms (detection runs on the
 #   CPU) stays a small part of each epoch;
 # - the score calibration that ends the run skips the 8 passes of --tta: `roidetect calibrate`
