@@ -3,8 +3,8 @@
 # `roidetect train`: its image holds torch, lightning, numpy, scipy, scikit-image, tifffile,
 # safetensors, pandas and the rest, but not monai, hydra-core, omegaconf or antlr4
 # (/work/.library/device/KINDS.md). The versions are those of the local install, so the
-# device trains with the code the tests ran against. Run from the repository root, with
-# network access, before `training/gpu/device_train.sh` travels to the device.
+# device trains with the libraries the tests ran against. Run from the repository root, where
+# pip can reach a package index, before `training/gpu/device_train.sh` travels to the device.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .whl
