@@ -18,10 +18,10 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sh
                                 or shutil.which("split") is None, reason="needs bash and coreutils")
 
 
-def _run(script: str, *args: object) -> subprocess.CompletedProcess:
+def _run(script: str, *args: object, **env: str) -> subprocess.CompletedProcess:
     env_path = f"{Path(sys.executable).parent}:/usr/bin:/bin"  # python3 of this interpreter's environment
     return subprocess.run(["bash", str(SCRIPTS / script), *map(str, args)], capture_output=True, text=True,
-                          env={"PATH": env_path, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+                          env={"PATH": env_path, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
 
 
 def _sha256(path: Path) -> str:
@@ -68,3 +68,12 @@ def test_the_scripts_refuse_missing_inputs_with_status_2(tmp_path: Path) -> None
     assert _run("split_package.sh", tmp_path / "nothing", tmp_path / "out").returncode == 2
     assert _run("join_package.sh", tmp_path / "nothing", tmp_path / "model").returncode == 2
     assert _run("device_train.sh", "six minutes", tmp_path / "out").returncode == 2
+
+
+def test_a_failed_training_run_ends_the_device_script_with_its_status_and_its_log(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _run("device_train.sh", 30, out, "trainer=no_such_trainer", ROIDETECT_DEVICE_RUN=str(tmp_path / "run"))
+    assert result.returncode == 2  # roidetect train's status for a bad override
+    assert "no model package" in result.stderr
+    assert "no_such_trainer" in (out / "train.log").read_text()
+    assert not list(out.glob("weights.*"))

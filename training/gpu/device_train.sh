@@ -70,11 +70,11 @@ python3 -m roidetect train experiment=phantoms_gpu out="$run" overwrite=true see
   trainer.max_time="$max_time" data.num_workers=$workers data.patches_per_phantom=32 data.patches_per_epoch=2048 \
   calibration.tta=false trainer.benchmark=true trainer.deterministic=false \
   "$@" > "$out/train.log" 2>&1 || status=$?
-tr '\r' '\n' < "$out/train.log" | grep -v '^\s*$' | tail -n 40
+tr '\r' '\n' < "$out/train.log" | grep -v '^\s*$' | tail -n 40 || true
 echo "roidetect train ended with status $status after $(( $(date +%s) - start )) s"
 
 cp "$run/run.json" "$out/" 2>/dev/null || true
-metrics=$(find "$run/csv" -name metrics.csv 2>/dev/null | head -n 1)
+metrics=$(find "$run/csv" -name metrics.csv 2>/dev/null | head -n 1 || true)
 [ -n "$metrics" ] && cp "$metrics" "$out/metrics.csv"
 package=$run/model
 if [ -f "$package/weights.safetensors" ]; then
