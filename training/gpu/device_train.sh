@@ -56,8 +56,11 @@ max_time=$(printf '00:%02d:%02d:%02d' $((fit_seconds / 3600)) $((fit_seconds % 3
 #   phantom takes 2-12 s (4 s on average on one core here), so 14 workers make about 95
 #   patches/s instead of 52 (benchmarks/bench_patch_feed.py), about 24 steps of batch 4 a
 #   second, more than a 96^3 UNet of this size is expected to take on one GPU;
-# - epochs of 2048 patches, so that scoring the 8 validation phantoms (detection runs on the
-#   CPU) stays a small part of each epoch;
+# - epochs of 4096 patches (43 s at 95 patches/s), so that validation stays a small part of
+#   each: the rehearsal's validation took 5.5 s per 128^3 phantom on one core, of which the
+#   network's sliding window took 3.4-4.1 s, so detection and scoring on the CPU side take
+#   about 1.5 s per phantom (more once the network finds more), some 12 s for the 8; 420 s
+#   of fit then holds about 8 epochs to pick the best from;
 # - the score calibration that ends the run skips the 8 passes of --tta: `roidetect calibrate`
 #   refits both calibrations on the 32 calibration phantoms afterwards (README.md beside this
 #   file), and on the CPU side those passes would cost more than a minute of the device's time;
@@ -67,7 +70,7 @@ max_time=$(printf '00:%02d:%02d:%02d' $((fit_seconds / 3600)) $((fit_seconds % 3
 # call's own output keeps to the last lines, progress bars turned into lines.
 status=0
 python3 -m roidetect train experiment=phantoms_gpu out="$run" overwrite=true seed=0 \
-  trainer.max_time="$max_time" data.num_workers=$workers data.patches_per_phantom=32 data.patches_per_epoch=2048 \
+  trainer.max_time="$max_time" data.num_workers=$workers data.patches_per_phantom=32 data.patches_per_epoch=4096 \
   calibration.tta=false trainer.benchmark=true trainer.deterministic=false \
   "$@" > "$out/train.log" 2>&1 || status=$?
 tr '\r' '\n' < "$out/train.log" | grep -v '^\s*$' | tail -n 40 || true
