@@ -29,7 +29,7 @@ def _sha256(path: Path) -> str:
 
 
 def test_a_package_split_into_pieces_joins_back_byte_for_byte(tmp_path: Path) -> None:
-    pieces = tmp_path / "out"
+    pieces = tmp_path / "device files"  # a space in the path, as a download folder may have
     split = _run("split_package.sh", SHIPPED, pieces, "1M")
     assert split.returncode == 0, split.stderr
     parts = sorted(pieces.glob("weights.safetensors.part*"))

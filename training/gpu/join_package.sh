@@ -23,7 +23,12 @@ python3 -c "import roidetect.learn.bundle" 2>/dev/null \
 partial=$package.partial-$$
 trap 'rm -rf "$partial"' EXIT
 mkdir -p "$partial"
-cat $(ls "$from"/weights.safetensors.part* | sort -V) > "$partial/weights.safetensors"
+parts=()
+for i in 0 1 2 3 4 5 6 7 8 9; do  # split_package.sh numbers the pieces with one digit
+  [ -f "$from/weights.safetensors.part$i" ] || break
+  parts+=("$from/weights.safetensors.part$i")
+done
+cat "${parts[@]}" > "$partial/weights.safetensors"
 cp "$from/card.json" "$partial/"
 (cd "$partial" && sha256sum --check --quiet "$(cd "$from" && pwd)/weights.sha256")
 python3 -c "import sys; from roidetect.learn.bundle import load_package; m = load_package(sys.argv[1]); print('loaded', sys.argv[1])" "$partial"
