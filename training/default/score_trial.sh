@@ -27,37 +27,34 @@ for data in runs/calibration runs/independent8 runs/heldout/cathode runs/heldout
             runs/independent; do
   [ -f "$data/dataset.json" ] || { echo "$0: $data is missing (training/default/recipe.sh steps 2, 3 and 5)" >&2; exit 2; }
 done
-score() {  # SET WHO MODEL DATASETS...: evaluate_heldout.py into runs/SET-WHO, reusing runs/SET-shipped's classical scoring
-  local out=runs/$1-$2 shipped=runs/$1-shipped model=$3
-  shift 3
+score() {  # SET WHO MODEL: evaluate_heldout.py on SET's data into runs/SET-WHO, reusing runs/SET-shipped's classical scoring
+  local out=runs/$1-$2 shipped=runs/$1-shipped model=$3 data
+  case $1 in
+    cal) data=(runs/calibration) ;;
+    indep8) data=(runs/independent8) ;;
+    heldout) data=(runs/heldout/cathode runs/heldout/anode runs/heldout/nmc-real) ;;
+    indep) data=(runs/independent) ;;
+  esac
   mkdir -p "$out"
   [ "$out" = "$shipped" ] || cp -r "$shipped"/*-classical "$out/" 2>/dev/null || true
-  python training/default/evaluate_heldout.py --model "$model" --out "$out" --set inference.precision=float32 "$@" \
-    > "$out.log" 2>&1
-}
-sets_of() {  # SET: its data sets
-  case $1 in
-    cal) echo runs/calibration ;;
-    indep8) echo runs/independent8 ;;
-    heldout) echo runs/heldout/cathode runs/heldout/anode runs/heldout/nmc-real ;;
-    indep) echo runs/independent ;;
-  esac
+  python training/default/evaluate_heldout.py --model "$model" --out "$out" --set inference.precision=float32 \
+    "${data[@]}" > "$out.log" 2>&1
 }
 for set in cal indep8 heldout indep; do
-  [ -f "runs/$set-shipped/heldout.json" ] || score "$set" shipped default $(sets_of "$set")
+  [ -f "runs/$set-shipped/heldout.json" ] || score "$set" shipped default
 done
 
 calibrated=runs/$name/model-calibrated
 mkdir -p "runs/$name"
 roidetect calibrate "$package" --data runs/calibration --overlap 0.5 --out "$calibrated" --overwrite -q
-score cal "$name" "$calibrated" $(sets_of cal)
+score cal "$name" "$calibrated"
 python training/default/paired_comparison.py runs/cal-shipped/heldout.json "runs/cal-$name/heldout.json" \
   > "runs/paired-$name.txt"
-score indep8 "$name" "$calibrated" $(sets_of indep8)
+score indep8 "$name" "$calibrated"
 echo "== the rule's first inputs are ready ($(date -u +%H:%M) UTC): runs/paired-$name.txt, runs/indep8-$name.log"
-score heldout "$name" "$calibrated" $(sets_of heldout)
+score heldout "$name" "$calibrated"
 python training/default/paired_comparison.py runs/heldout-shipped/heldout.json "runs/heldout-$name/heldout.json" \
   > "runs/paired-$name-heldout.txt"
-score indep "$name" "$calibrated" $(sets_of indep)
+score indep "$name" "$calibrated"
 echo "== all scored ($(date -u +%H:%M) UTC)"
 cat "runs/paired-$name.txt"
