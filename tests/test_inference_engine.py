@@ -154,6 +154,16 @@ def test_plan_resamples_and_warns_only_when_voxel_sizes_differ(caplog: pytest.Lo
     assert "resampling" in caplog.text
 
 
+def test_plan_refuses_scans_much_coarser_than_the_model() -> None:
+    at_limit = plan_windows((40, 200, 200), (0.2, 0.05, 0.05), (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_coarser=4)
+    assert at_limit.scale == (4.0, 1.0, 1.0)
+    with pytest.raises(UserError, match=r"5x1x1 times the model's.*160x200x200 grid.*inference.max_coarser=5"):
+        plan_windows((32, 200, 200), (0.25, 0.05, 0.05), (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_coarser=4)
+    # Finer scans only make the model's grid smaller, and no limit means none.
+    assert plan_windows((200, 200, 200), (0.005,) * 3, (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_coarser=4).resampled
+    assert plan_windows((8, 8, 8), (1.0,) * 3, (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_coarser=None).resampled
+
+
 def test_default_window_is_the_calibrated_patch_and_wide_keeps_its_overlap_band() -> None:
     assert choose_window((48, 48, 48), (8, 8, 8)) == ((48, 48, 48), (0.25, 0.25, 0.25))
     assert choose_window((48, 48, 48), (8, 8, 8), None, None, 0.5) == ((48, 48, 48), (0.5, 0.5, 0.5))

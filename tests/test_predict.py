@@ -211,7 +211,7 @@ def broken_packages(root: Path, package: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
                                   "mismatched", "bad_override", "bad_min_score", "bad_window", "bad_fill", "cuda",
-                                  "tta_classical", "no_default_model"])
+                                  "tta_classical", "no_default_model", "too_coarse", "bad_max_coarser"])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,6 +237,8 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path
         "cuda": [str(scan), "--model", str(package), "--device", "cuda"],
         "tta_classical": [str(scan), "--model", "classical", "--tta"],
         "no_default_model": [str(scan)],
+        "too_coarse": [str(scan), "--model", str(package), "--voxel-size", "0.5"],  # 5 times the model's 0.1 um
+        "bad_max_coarser": [str(scan), "--model", str(package), "inference.max_coarser=0.5"],
     }[case]
     out = tmp_path / "out" / "pred"
     assert main(["predict", *args, "--out", str(out), "-q"]) == 2

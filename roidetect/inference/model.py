@@ -146,7 +146,8 @@ class WindowPlan:
 
 
 def plan_windows(scan_shape: Sequence[int], scan_spacing_um: Sequence[float], model_spacing_um: Sequence[float],
-                 window: Sequence[int], tolerance: float, warn_ratio: float) -> WindowPlan:
+                 window: Sequence[int], tolerance: float, warn_ratio: float,
+                 max_coarser: float | None = None) -> WindowPlan:
     """Window shapes for a scan, resampling when its voxel size differs from the model's.
 
     Parameters
@@ -160,8 +161,21 @@ def plan_windows(scan_shape: Sequence[int], scan_spacing_um: Sequence[float], mo
         The scan is resampled when a voxel-size ratio differs from 1 by more than this.
     warn_ratio : float
         A ratio beyond ``warn_ratio`` (or below its inverse) logs a warning.
+    max_coarser : float, optional
+        A scan whose voxels are more than this many times the model's along any axis is
+        refused (:class:`UserError`): the model's thinnest defects would be far below the
+        scan's resolution, and its grid would hold the scan's voxels times the ratios'
+        product. None: no limit.
     """
     ratio = tuple(float(s) / float(m) for s, m in zip(scan_spacing_um, model_spacing_um))
+    if max_coarser is not None and max(ratio) > max_coarser:
+        grid = tuple(math.ceil(n * r) for n, r in zip(scan_shape, ratio))
+        raise UserError(f"the scan's voxels ({_fmt(scan_spacing_um)} um) are {_fmt(ratio)} times the model's "
+                        f"({_fmt(model_spacing_um)} um): the model would run on a {_fmt(grid)} grid "
+                        f"({math.prod(grid) / 1e9:.3g} billion voxels), and the thin defects it was trained on "
+                        f"(1-3 of its voxels) are far below this scan's resolution. Use a model trained at this "
+                        f"voxel size (docs/training.md), or add inference.max_coarser={math.ceil(max(ratio))} to the "
+                        f"command to run anyway (the limit is {max_coarser:g})")
     resample = any(abs(r - 1.0) > tolerance for r in ratio)
     if any(r > warn_ratio or r < 1.0 / warn_ratio for r in ratio):
         log.warning("scan voxel size %s um differs from the model's %s um by a factor of %s; resampling to the "
