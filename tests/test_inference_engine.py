@@ -11,7 +11,7 @@ import torch
 
 from roidetect.inference.engine import NetworkSource
 from roidetect.inference.model import choose_window, plan_windows, resolve_device
-from roidetect.inference.network import Augmentation, WindowModel, augmentations
+from roidetect.inference.network import Augmentation, WindowModel, augmentations, network_shape
 from roidetect.inference.sources import NormalisedReader
 from roidetect.inference.windows import WindowGrid, window_starts
 from roidetect.intensity import IntensityLevels
@@ -174,6 +174,21 @@ def test_default_window_is_the_calibrated_patch_and_wide_keeps_its_overlap_band(
     assert window == (160, 160, 160) and np.allclose(overlap, 0.15)
     assert choose_window((30, 200, 64), (8, 8, 8), "wide")[0] == (64, 200, 128)
     assert choose_window((64, 64, 64), (8, 8, 8), (50, 50, 50), 0.5) == ((56, 56, 56), (0.5, 0.5, 0.5))
+
+
+def test_windows_of_a_few_voxels_still_reach_the_network_with_more_than_one_voxel_deep_down() -> None:
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    deep = UNet(3, 1, 4, channels=(4, 8, 16, 32), strides=(2, 2, 2), num_res_units=1, norm="instance").eval()
+    model = WindowModel(deep, (1.0, 1.0, 1.0), (8, 8, 8))
+    for shape in ((8, 8, 8), (3, 5, 2), (1, 1, 1)):  # each would be one voxel at the deepest level
+        mean, _ = model(torch.rand(1, 1, *shape))
+        assert tuple(mean.shape) == (1, 4, *shape)
+        torch.testing.assert_close(mean.sum(dim=1), torch.ones(1, *shape))
+    assert network_shape((3, 5, 2), (8, 8, 8)) == (8, 16, 8)
+    assert network_shape((8, 9, 8), (8, 8, 8)) == (8, 16, 8)  # already more than one voxel deep down
+    assert network_shape((5, 40, 40), (8, 8, 8)) == (8, 40, 40)
 
 
 def test_model_window_handles_odd_scan_windows(network: torch.nn.Module) -> None:

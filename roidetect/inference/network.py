@@ -52,6 +52,21 @@ def augmentations(rotations: bool = False) -> list[Augmentation]:
             for k in range(4) for fz in (False, True) for fx in (False, True)]
 
 
+def network_shape(shape: Sequence[int], divisor: Sequence[int]) -> tuple[int, int, int]:
+    """The smallest input shape, at least ``shape``, that the network takes.
+
+    Each axis is padded to a multiple of its divisor. A window that would then be a single
+    voxel at the network's deepest level along every axis (a scan of a few voxels, or one
+    far finer than the model) gets its longest axis doubled: instance normalisation needs
+    more than one voxel.
+    """
+    padded = [m + (-m) % d for m, d in zip(shape, divisor)]
+    if all(p == d for p, d in zip(padded, divisor)):
+        longest = max(range(len(padded)), key=lambda i: shape[i])
+        padded[longest] = 2 * divisor[longest]
+    return tuple(padded)  # type: ignore[return-value]
+
+
 class WindowModel:
     """Probabilities for batches of scan windows.
 
@@ -110,7 +125,7 @@ class WindowModel:
         std : float32 tensor of the same shape, or None without TTA
         """
         scan_shape = tuple(windows.shape[2:])
-        padded = tuple(m + (-m) % d for m, d in zip(self.model_shape(scan_shape), self.divisor))
+        padded = network_shape(self.model_shape(scan_shape), self.divisor)
         starts = [(0, 0, 0)] * len(windows) if starts is None else starts
         x = torch.stack([to_model_grid(w, a, self.scale, padded) for w, a in zip(windows, starts)])
         total = squares = None
