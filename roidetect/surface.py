@@ -101,7 +101,7 @@ def local_percentile(image: np.ndarray, percentile: float, window: Sequence[int]
     window = [int(w) for w in window]
     if max(window) <= EXACT_WINDOW:
         return ndimage.percentile_filter(image, percentile, size=window, mode="nearest").astype(np.float32)
-    step = [max(1, int(round(w / EXACT_WINDOW))) for w in window]
+    step = [max(1, min(int(round(w / EXACT_WINDOW)), n)) for w, n in zip(window, image.shape)]
     sample = image[step[0] // 2::step[0], step[1] // 2::step[1]]
     sample_window = [max(1, int(round(w / f))) | 1 for w, f in zip(window, step)]
     filtered = ndimage.percentile_filter(sample, percentile, size=sample_window, mode="nearest")

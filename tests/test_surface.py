@@ -110,3 +110,4 @@ def test_wide_windows_estimate_the_local_percentile_of_the_exact_filter() -> Non
     np.testing.assert_array_equal(local_percentile(height, 20, narrow),
                                   ndimage.percentile_filter(height, 20, size=narrow, mode="nearest"))
     np.testing.assert_allclose(local_percentile(np.full((50, 70), 7.5, np.float32), 20, (401, 401)), 7.5)
+    np.testing.assert_allclose(local_percentile(np.full((3, 70), 7.5, np.float32), 20, (2001, 2001)), 7.5)
