@@ -325,18 +325,20 @@ def _build_trainer(options: dict[str, Any], out: Path) -> Any:
     settings["precision"] = resolve_precision(settings.get("precision", "auto"), _accelerator(options))
     quiet = bool(options["quiet"])
     folder = out / CHECKPOINTS
+
+    def last(**when: int) -> Any:  # last.ckpt, overwritten at each of ``when`` (Lightning takes one kind per callback)
+        return cb.ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False, **when)
+
     callbacks: list[Any] = [
         cb.ModelCheckpoint(dirpath=folder, filename="best", monitor=MONITOR, mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False),
         # After every validation, improved or not (Lightning's save_last writes only with a new best).
-        cb.ModelCheckpoint(dirpath=folder, filename="last", every_n_epochs=1, save_top_k=1,
-                           enable_version_counter=False),
+        last(every_n_epochs=1),
         cb.OnExceptionCheckpoint(dirpath=folder),
     ]
     every = options["checkpoint"].get("every_n_train_steps")
     if every:
-        callbacks.append(cb.ModelCheckpoint(dirpath=folder, filename="last", every_n_train_steps=int(every),
-                                            save_top_k=1, enable_version_counter=False))
+        callbacks.append(last(every_n_train_steps=int(every)))
     callbacks += _weight_averaging(options.get("ema_decay"))
     loggers = {"csv": lambda: CSVLogger(out, name="csv"),
                "tensorboard": lambda: TensorBoardLogger(out, name="tensorboard", default_hp_metric=False)}
