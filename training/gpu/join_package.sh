@@ -31,7 +31,7 @@ done
 cat "${parts[@]}" > "$partial/weights.safetensors"
 cp "$from/card.json" "$partial/"
 (cd "$partial" && sha256sum --check --quiet "$(cd "$from" && pwd)/weights.sha256")
-python3 -c "import sys; from roidetect.learn.bundle import load_package; m = load_package(sys.argv[1]); print('loaded', sys.argv[1])" "$partial"
+python3 -c "import sys; from roidetect.learn.bundle import load_package; p = load_package(sys.argv[1]); print('loaded', p.card['name'], 'with', sum(t.numel() for t in p.network.parameters()), 'parameters')" "$partial"
 mv "$partial" "$package"
 trap - EXIT
 echo "package written to $package"
