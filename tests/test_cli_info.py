@@ -65,3 +65,18 @@ def test_console_entry_point_exit_status(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["predict", "scan.tif", "--out", "p", "--set", "inference.overlap=0.5"], True),
+    (["train", "--set", "trainer.max_epochs=1"], True),
+    (["info", "scan.tif", "--set", "a=1"], False),
+    (["info", "scan.tif", "--bogus"], False),
+])
+def test_unrecognized_arguments_exit_2_and_name_the_command(capsys, argv, hint):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"roidetect {argv[0]}: error: unrecognized arguments:")
+    assert f"see 'roidetect {argv[0]} --help'" in err
+    assert ("takes settings as KEY=VALUE, without --set" in err) == hint

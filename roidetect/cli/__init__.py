@@ -41,11 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unrecognized(args: argparse.Namespace, extras: Sequence[str]) -> str:
+    """The error for arguments no parser took, with a hint where ``--set`` was given to a command
+    that takes its settings as plain ``KEY=VALUE`` (only ``synth`` has ``--set``)."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    if "--set" in extras and hasattr(args, "overrides"):
+        message += f"; 'roidetect {args.command}' takes settings as KEY=VALUE, without --set"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted,
     141 when the reader of the output went away, as ``roidetect evaluate ... | head``)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = f"roidetect {args.command}" if hasattr(args, "command") else "roidetect"
+        print(f"{command}: error: {_unrecognized(args, extras)} (see '{command} --help')", file=sys.stderr)
+        return 2
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
