@@ -20,11 +20,16 @@ from roidetect.errors import UserError
 COMMANDS = ("demo", "info", "synth", "train", "calibrate", "ensemble", "predict", "suggest", "evaluate", "report")
 
 
+def _usage_error(prog: str, message: str) -> str:
+    """The one line a usage mistake prints, pointing at the command's ``--help``."""
+    return f"{prog}: error: {message} (see '{prog} --help')\n"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, _usage_error(self.prog, message))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         command = f"roidetect {args.command}" if hasattr(args, "command") else "roidetect"
-        print(f"{command}: error: {_unrecognized(args, extras)} (see '{command} --help')", file=sys.stderr)
+        sys.stderr.write(_usage_error(command, _unrecognized(args, extras)))
         return 2
     if not hasattr(args, "handler"):
         parser.print_help()
