@@ -31,6 +31,9 @@ FILL_MAX_NEAR = 0.005
 OUTSIDE_VIEW_CORNERS = 0.9
 """The fill value marks the outside of the field of view when it holds at least this share of
 the corners of the sampled slices."""
+FEW_GREY_VALUES = 16
+"""A volume with at most this many distinct values is not a greyscale tomogram (whose noise
+alone spreads it over many more) but a label map, a mask or a constant."""
 
 
 class IntensityLevels(NamedTuple):
@@ -157,6 +160,28 @@ def fill_is_outside_view(volume: Any, fill: float, max_slices: int = 64) -> bool
     corners = np.concatenate([np.asarray(volume[int(z), ::max(ny - 1, 1), ::max(nx - 1, 1)]).ravel()
                               for z in zs])
     return bool(np.mean(corners == fill) >= OUTSIDE_VIEW_CORNERS)
+
+
+def few_grey_values(volume: Any, limit: int = FEW_GREY_VALUES) -> np.ndarray | None:
+    """A volume's distinct values when it has at most ``limit`` of them, else None.
+
+    Read from a subsample (up to 100,000 voxels of 16 evenly spaced z-slices), so a scan
+    whose few values are all confined to unsampled voxels could pass; a label map, a mask
+    or a constant volume given in place of the scan is caught.
+
+    Parameters
+    ----------
+    volume : array-like or Volume, shape (Z, Y, X)
+    limit : int
+        The most distinct values a volume may have to be reported.
+
+    Returns
+    -------
+    ndarray, shape (N,) or None
+        The sorted distinct values (N <= ``limit``; the fill value included), or None.
+    """
+    distinct = np.unique(sample_voxels(volume, max_voxels=100_000, max_slices=16))
+    return distinct if distinct.size <= limit else None
 
 
 def normalise(block: np.ndarray, lo: float, hi: float, fill: float | None = None) -> np.ndarray:

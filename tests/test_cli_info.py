@@ -34,6 +34,16 @@ def test_info_prints_geometry(tmp_path, small_scan, capsys):
     assert facts["voxel_size_um_zyx"] == [0.2, 0.2, 0.2]
     lo, hi = facts["value_range"]
     assert lo <= small_scan.max() and hi >= lo
+    assert facts["distinct_values"] is None and "distinct values" not in out
+
+
+def test_info_flags_a_label_map(tmp_path, small_scan, capsys):
+    labels = (small_scan > np.median(small_scan)).astype(np.uint8) * 3
+    write_tiff(tmp_path / "labels.tif", labels, (0.1, 0.1, 0.1))
+    assert main(["info", str(tmp_path / "labels.tif")]) == 0
+    assert "distinct values 2: 0, 3 (a label map" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "labels.tif"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["distinct_values"] == [0, 3]
 
 
 @pytest.mark.parametrize("case", ["missing", "nan", "2d", "bad-voxel", "no-voxel"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from roidetect.intensity import fill_is_outside_view, find_fill, intensity_levels, normalise, robust_range
+from roidetect.intensity import (FEW_GREY_VALUES, few_grey_values, fill_is_outside_view, find_fill, intensity_levels,
+                                 normalise, robust_range)
 
 
 def scan(shape: tuple[int, int, int] = (32, 64, 64), seed: int = 0) -> np.ndarray:
@@ -90,3 +91,16 @@ def test_a_fill_value_in_every_corner_lies_outside_the_field_of_view() -> None:
     assert intensity_levels(one_side).fill == 0.0 and not fill_is_outside_view(one_side, 0.0)
     voids = np.clip(image.astype(np.int32) - 6000, 0, None).astype(np.uint16)  # voids at 0, some corners
     assert not fill_is_outside_view(voids, 0.0)
+
+
+def test_label_maps_masks_and_constants_have_few_grey_values_and_scans_many() -> None:
+    image = scan()
+    labels = np.digitize(image, [8000, 20000]).astype(np.uint8)  # 0 void, 1 binder, 2 particle
+    assert few_grey_values(labels).tolist() == [0, 1, 2]
+    assert few_grey_values(labels > 0).tolist() == [False, True]
+    assert few_grey_values(np.full((8, 8, 8), 7.5, np.float32)).tolist() == [7.5]
+    assert few_grey_values(image) is None  # noise alone spreads a scan over many values
+    eight_bit = (image // 256).astype(np.uint8)  # quantised to 8 bits (about 140 levels used)
+    assert few_grey_values(eight_bit) is None
+    ramp = np.broadcast_to(np.arange(FEW_GREY_VALUES + 1, dtype=np.uint8), (4, 4, FEW_GREY_VALUES + 1))
+    assert few_grey_values(ramp) is None and few_grey_values(ramp[..., :-1]).size == FEW_GREY_VALUES

@@ -158,6 +158,22 @@ def test_a_zero_border_is_normalised_as_void_not_taken_for_the_voids(scan: Path,
     assert read_run(off)["fill_value"] is None and read_run(off)["intensity_range"][0] == 0.0
 
 
+@pytest.mark.parametrize("given", ["labels", "constant"])
+def test_a_label_map_or_constant_given_as_the_scan_is_predicted_with_a_warning(given: str, scan: Path, tmp_path: Path,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
+    image = phantom()
+    volume = (image > 15000).astype(np.uint8) * 2 if given == "labels" else np.full_like(image, 900)
+    path = write_tiff(tmp_path / "labels.tif", volume, (0.1, 0.1, 0.1))
+    small_blocks = {"classical": {"block_size": 32}, "detection": {"block_size": 32}}
+    with caplog.at_level("WARNING", logger="roidetect.inference.predict"):
+        predict(path, tmp_path / "pred", model="classical", quiet=True, settings=small_blocks)
+        assert ("looks like a label map" if given == "labels" else "no contrast") in caplog.text
+        assert str(path) in caplog.text
+        caplog.clear()
+        predict(scan, tmp_path / "scan", model="classical", quiet=True, settings=small_blocks)
+    assert caplog.text == ""
+
+
 def test_blank_outside_view_sets_background_only_on_fill_voxels() -> None:
     from roidetect.inference.sources import BlockResult, blank_outside_view
     from roidetect.volume import Volume

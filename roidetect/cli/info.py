@@ -14,7 +14,8 @@ def register(subparsers: Any) -> None:
     parser = add_command(subparsers, "info", "describe a scan: shape, voxel size, value range, format",
                          "Print shape, data type, voxel size, physical size, value range and format of a "
                          "volume. Pixel data are not loaded: the value range is read from up to 16 evenly "
-                         "spaced z-slices.")
+                         "spaced z-slices, which also show a label map or a mask given as a scan (16 or "
+                         "fewer distinct values).")
     parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr or .npy")
     add_voxel_size(parser)
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
@@ -23,6 +24,7 @@ def register(subparsers: Any) -> None:
 
 def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
     """The facts ``roidetect info`` prints, as a dictionary."""
+    from roidetect.intensity import few_grey_values
     from roidetect.volume import open_volume, split_inner_path, value_range
 
     volume = open_volume(scan, voxel_size_um)
@@ -30,6 +32,7 @@ def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
     if nonfinite:
         raise UserError(f"{scan} ({' x '.join(map(str, volume.shape))} {volume.dtype}) contains NaN or infinite "
                         "values; replace them (e.g. with 0) before running roidetect")
+    few = few_grey_values(volume)
     path, _ = split_inner_path(scan)
     on_disk = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return {
@@ -42,6 +45,7 @@ def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
         "origin_um_zyx": list(volume.origin_um),
         "value_range": [lo, hi],
         "value_range_slices_read": slices,
+        "distinct_values": None if few is None else few.tolist(),
         "size_in_memory_bytes": volume.nbytes,
         "size_on_disk_bytes": on_disk,
         **{k: v for k, v in volume.details.items()},
@@ -69,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         f"value range     {lo:g} .. {hi:g}"
         + (f" (from {sampled} of {z} z-slices)" if sampled < z else ""),
     ]
+    if facts["distinct_values"] is not None:
+        few = facts["distinct_values"]
+        lines.append(f"distinct values {len(few)}: {', '.join(f'{v:g}' for v in few)} "
+                     "(a label map, a mask or a constant, not a greyscale scan)")
     for key in ("axes", "compression", "bigtiff", "chunks", "dataset", "level", "levels", "slices", "access"):
         if key in facts and facts[key] is not None:
             lines.append(f"{key:<16}{facts[key]}")

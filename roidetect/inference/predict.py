@@ -32,7 +32,8 @@ from roidetect.inference.mapped import with_transient_mapping
 from roidetect.inference.settings import (detection_params, fill_setting, given, load_settings, positive_int,
                                           triplet)
 from roidetect.inference.sources import ClassicalSource, NormalisedReader, blank_outside_view
-from roidetect.intensity import DEFAULT_PERCENTILES, IntensityLevels, fill_is_outside_view, intensity_levels
+from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, few_grey_values, fill_is_outside_view,
+                                 intensity_levels)
 from roidetect.runlog import RunLog
 from roidetect.volume import Volume, open_volume
 
@@ -115,6 +116,7 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
         from roidetect.inference.network_run import NetworkRun
 
         run = NetworkRun(volume, cfg)
+    _warn_if_not_greyscale(volume)
     chunks = triplet(cfg["output"]["chunks"], "output.chunks")
     detect_blocks = triplet(cfg["detection"]["block_size"], "detection.block_size")
     record = RunLog("predict", cfg)
@@ -158,6 +160,23 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)
     log.info("%d detections found", len(table))
+
+
+def _warn_if_not_greyscale(volume: Volume) -> None:
+    """Warn when the scan has so few distinct values that it is a label map, a mask or a
+    constant rather than a tomogram (:func:`roidetect.intensity.few_grey_values`)."""
+    values = few_grey_values(volume)
+    if values is None:
+        return
+    name = volume.path or "the scan"
+    shown = ", ".join(f"{v:g}" for v in values.astype(np.float64))
+    if values.size == 1:
+        log.warning("%s holds one value (%s) in every voxel sampled: there is no contrast to find defects in",
+                    name, shown)
+    else:
+        log.warning("%s holds only %d distinct values (%s): it looks like a label map or a mask, not a greyscale "
+                    "scan, and its detections will mean nothing; check that you gave the scan", name, values.size,
+                    shown)
 
 
 def _beside_fill(volume: Volume, instances: Any, fill: float, block_shape: tuple[int, int, int]) -> np.ndarray:
