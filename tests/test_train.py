@@ -3,6 +3,7 @@ labels, resume, DDP with two CPU processes, and one-line errors."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -37,6 +38,26 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def options_of(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def test_the_progress_bar_redraws_every_step_on_a_terminal_and_seldom_into_a_log_file(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    from roidetect.config import compose_config
+    from roidetect.learn.train import LOG_FILE_REFRESH_STEPS, _build_trainer
+
+    overrides = ["data=folder", f"data.path={dataset}", f"out={tmp_path / 'run'}", "trainer=cpu"]
+    options = OmegaConf.to_container(compose_config("train", overrides), resolve=True)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert _build_trainer(options, tmp_path / "run").progress_bar_callback.refresh_rate == 1
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert _build_trainer(options, tmp_path / "run").progress_bar_callback.refresh_rate == LOG_FILE_REFRESH_STEPS
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options_of(g)])

@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -314,6 +315,11 @@ def _on_cuda(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
+LOG_FILE_REFRESH_STEPS = 100
+"""Progress-bar refresh interval, in steps, when stderr is not a terminal (a batch job's log
+file): redrawn every step, the bar writes about 2 kB/s there, 11 MB over a 90-minute run."""
+
+
 def _build_trainer(options: dict[str, Any], out: Path) -> Any:
     import lightning.pytorch as pl
     from lightning.pytorch import callbacks as cb
@@ -340,6 +346,8 @@ def _build_trainer(options: dict[str, Any], out: Path) -> Any:
     if every:
         callbacks.append(last(every_n_train_steps=int(every)))
     callbacks += _weight_averaging(options.get("ema_decay"))
+    if not quiet and not sys.stderr.isatty():
+        callbacks.append(cb.TQDMProgressBar(refresh_rate=LOG_FILE_REFRESH_STEPS))
     loggers = {"csv": lambda: CSVLogger(out, name="csv"),
                "tensorboard": lambda: TensorBoardLogger(out, name="tensorboard", default_hp_metric=False)}
     unknown = [name for name in options["loggers"] if name not in loggers]
