@@ -159,6 +159,27 @@ def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: P
     assert not (tmp_path / "none").exists()
 
 
+def test_calibrating_on_the_volumes_a_model_trained_on_warns_and_names_them(trained: Path, tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    from test_learn import write_tiny_dataset
+
+    card = json.loads((trained / "card.json").read_text())
+    train_ids = card["training"]["data"]["train_volumes"]
+    assert train_ids and card["training"]["data"]["val_volumes"]
+    own = trained.parent.parent / "data"
+    with caplog.at_level(logging.WARNING, logger="roidetect.learn.final_validation"):
+        assert main(["calibrate", str(trained), "--out", str(tmp_path / "own"), "--data", str(own), "--quiet"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "used to train this model" in r.getMessage()]
+    assert len(warned) == 1 and f"{len(train_ids)} of the 3 volumes" in warned[0]
+    assert all(i in warned[0] for i in train_ids)
+    caplog.clear()
+    other = write_tiny_dataset(tmp_path / "other")  # the same ids, in another dataset: not trained on
+    with caplog.at_level(logging.WARNING, logger="roidetect.learn.final_validation"):
+        assert main(["calibrate", str(trained), "--out", str(tmp_path / "other-cal"), "--data", str(other),
+                     "--quiet"]) == 0
+    assert "used to train this model" not in caplog.text
+
+
 def test_a_card_without_sliding_window_calibrates_and_predicts_with_the_defaults(trained: Path, tmp_path: Path) -> None:
     from test_learn import write_tiny_dataset
 

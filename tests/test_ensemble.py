@@ -70,12 +70,17 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
 
 
 def test_ensemble_command_writes_a_calibrated_package_that_predicts(members: tuple[Path, Path, Path],
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     first, second, dataset = members
     originals = {p: p.read_bytes() for folder in (first, second) for p in folder.iterdir()}
     out = tmp_path / "both"
-    assert main(["ensemble", str(first), str(second), "--data", str(dataset), "--out", str(out), "--overlap", "0.4",
-                 "--quiet"]) == 0
+    with caplog.at_level("WARNING", logger="roidetect.learn.final_validation"):
+        assert main(["ensemble", str(first), str(second), "--data", str(dataset), "--out", str(out), "--overlap",
+                     "0.4", "--quiet"]) == 0
+    trained = json.loads((first / "card.json").read_text())["training"]["data"]["train_volumes"]
+    assert f"{len(trained)} of the 3 volumes to calibrate on were used to train this model or one of its members (" \
+           f"{', '.join(trained)})" in caplog.text  # the first member trained on them
     assert {p: p.read_bytes() for p in originals} == originals  # the members are untouched
 
     card = json.loads((out / "card.json").read_text())

@@ -271,7 +271,33 @@ def _calibration_volumes(path: str | Path, card: Mapping[str, Any]) -> tuple[Any
     spec, volumes = annotated_volumes(path, tuple(float(p) for p in card["normalisation"]["percentiles"]))
     if not volumes:
         raise UserError(f"{path}: no volume to calibrate on (every volume is marked \"split\": \"test\")")
+    trained = _trained_on(card, spec.path, [v.id for v in volumes])
+    if trained:
+        log.warning("%s: %d of the %d volumes to calibrate on were used to train this model or one of its "
+                    "members (%s); its scores are higher on them than on new scans, so the calibration comes out "
+                    "overconfident and the reported F1 too high. Calibrate on other annotated scans, or mark these "
+                    "\"split\": \"test\" to leave them out", spec.path, len(trained), len(volumes), ", ".join(trained))
     return spec, volumes
+
+
+def _trained_on(card: Mapping[str, Any], dataset_json: Path, ids: Sequence[str]) -> list[str]:
+    """Those of ``ids`` (volumes of ``dataset_json``) that the card's model, or a member of
+    the ensemble it is, was trained on.
+
+    Known for models trained on a dataset (``training.data.kind`` "folder"), whose card names
+    the training volumes and the dataset's path as it was given: absolute, or relative to the
+    current folder (where training ran).
+    """
+    from roidetect.learn.dataset import dataset_json_path
+
+    members = (card.get("ensemble") or {}).get("members") or []
+    trained: set[str] = set()
+    for training in [card.get("training"), *(m.get("training") for m in members)]:
+        data = (training or {}).get("data") or {}
+        if data.get("kind") == "folder" and data.get("path"):
+            if dataset_json_path(data["path"]).resolve() == Path(dataset_json).resolve():
+                trained.update(data.get("train_volumes") or [])
+    return [i for i in ids if i in trained]
 
 
 def _rounded(value: Any) -> float | None:
