@@ -26,6 +26,7 @@ Everything is computed block by block from (possibly lazy) label and instance vo
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -45,8 +46,13 @@ from roidetect.detect import DEFAULT_MIN_VOLUME_UM3, DetectionParams, detect_in_
 from roidetect.errors import UserError
 from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DEFECT_NAMES, IGNORE
 
+log = logging.getLogger(__name__)
+
 ANY = "any"
 """Key of the class-agnostic instance scores (a match may join instances of different classes)."""
+INSTANCES_ON_BACKGROUND = 0.01
+"""A true instance map with ids on more than this share of the truth's background voxels is
+not one (an instance map is 0 off the defects): a warning says so."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,8 @@ class _Accumulated:
     ignored: list[np.ndarray] = field(default_factory=list)      # predicted ids on ignored voxels
     pred_near_true: list[np.ndarray] = field(default_factory=list)  # (p, t, count) rows
     true_near_pred: list[np.ndarray] = field(default_factory=list)  # (t, p, count) rows
+    background: int = 0                                            # annotated background voxels of the truth
+    instances_on_background: int = 0                               # ... that carry a true instance id
 
 
 # ------------------------------------------------------------------ entry points
@@ -170,6 +178,7 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
         if array is not None and tuple(int(s) for s in array.shape) != shape:
             raise UserError(f"{name} have shape {tuple(array.shape)} but the truth has {shape}; "
                             "evaluate a prediction made on the annotated scan")
+    instances_given = true_instances is not None
     if true_instances is None:
         true_instances = np.zeros(shape, dtype=np.uint32)
         truth = detections_from_labels(true_labels, spacing_um, origin_um=origin_um, instances_out=true_instances,
@@ -180,6 +189,10 @@ def evaluate_volumes(pred_labels: Any, pred_instances: Any, true_labels: Any, tr
     predicted = detections_from_labels(pred_labels, spacing_um, instances=pred_instances, origin_um=origin_um,
                                        block_shape=params.block_shape, progress=progress)
     acc = _scan(pred_labels, pred_instances, true_labels, true_instances, shape, params, progress)
+    if instances_given and acc.instances_on_background > INSTANCES_ON_BACKGROUND * acc.background:
+        log.warning("the true instance map carries ids on %.0f %% of the truth's background voxels; an instance map "
+                    "is 0 off the defects, so instances and scores will be wrong (did you pass the scan as "
+                    "--instances?)", 100 * acc.instances_on_background / acc.background)
     ignored_ids, ignored_counts = np.unique(np.concatenate([*acc.ignored, np.zeros(0, np.int64)]), return_counts=True)
     ignored_voxels = pd.Series(ignored_counts, index=ignored_ids).reindex(predicted["id"]).fillna(0).to_numpy()
     counted = ignored_voxels <= params.max_ignored_fraction * predicted["voxels"].to_numpy()
@@ -229,7 +242,7 @@ def _scan(pred_labels: Any, pred_instances: Any, true_labels: Any, true_instance
         bad = (truth > 3) & (truth != IGNORE)
         if bad.any():
             raise UserError(f"truth labels hold the value {int(truth[bad][0])}; labels must be 0-3 or 255 "
-                            "(did you pass an instance map as --truth?)")
+                            "(did you pass the scan or an instance map as --truth?)")
         pred = np.asarray(pred_labels[block.core]).astype(np.int64)
         pred[(pred < 0) | (pred > 3)] = 0
         valid = truth != IGNORE
@@ -238,6 +251,9 @@ def _scan(pred_labels: Any, pred_instances: Any, true_labels: Any, true_instance
         true_ids = np.asarray(true_instances[block.padded]).astype(np.int64)
         core_ids = pred_ids[block.core_in_padded]
         acc.ignored.append(core_ids[~valid & (core_ids > 0)])
+        on_background = truth == 0
+        acc.background += int(np.count_nonzero(on_background))
+        acc.instances_on_background += int(np.count_nonzero(true_ids[block.core_in_padded][on_background]))
         acc.pred_near_true.append(_near_counts(pred_ids, true_ids, block.core_in_padded, radius))
         acc.true_near_pred.append(_near_counts(true_ids, pred_ids, block.core_in_padded, radius))
     return acc

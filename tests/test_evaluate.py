@@ -121,6 +121,18 @@ def test_truth_labels_must_be_a_label_map(truth):
         compare(truth, truth * 3)
 
 
+def test_an_instance_map_with_ids_off_the_defects_is_warned_about(truth, caplog):
+    from scipy import ndimage
+
+    instances = ndimage.label(truth > 0)[0]
+    with caplog.at_level("WARNING", logger="roidetect.evaluate"):
+        compare(truth, truth, true_instances=instances)
+        assert caplog.text == ""
+        scan = np.random.default_rng(0).integers(1, 60000, truth.shape)  # grey values where the ids should be
+        compare(truth, truth, true_instances=scan)
+    assert "ids on 100 % of the truth's background voxels" in caplog.text
+
+
 def test_one_to_one_matching():
     shape = (32, 32, 40)
     truth = np.zeros(shape, np.uint8)
