@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import sys
@@ -50,6 +51,17 @@ def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
             while chunk := handle.read(chunk_bytes):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def made_by_other_command(folder: str | os.PathLike, expected: str) -> str:
+    """``"; it is the output of 'roidetect COMMAND'"`` when the folder's run.json names a
+    command other than ``expected``, for error messages about a folder of the wrong kind;
+    ``""`` otherwise (the expected command, or no readable run.json)."""
+    try:
+        command = json.loads((Path(folder) / "run.json").read_text())["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"; it is the output of 'roidetect {command}'" if isinstance(command, str) and command != expected else ""
 
 
 class RunLog:

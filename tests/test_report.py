@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +249,8 @@ def test_cli_writes_report_and_refuses_to_overwrite(folders, tmp_path, capsys):
     assert out.read_bytes() != written
 
 
-@pytest.mark.parametrize("case", ["missing", "not-prediction", "bad-csv", "bad-sites", "not-html", "bad-focus"])
+@pytest.mark.parametrize("case", ["missing", "not-prediction", "bad-csv", "bad-sites", "swapped", "not-html",
+                                  "bad-focus"])
 def test_cli_bad_input_exit_2_one_line(folders, tmp_path, capsys, case):
     pred, sites = folders
     args = ["report", str(pred), "--out", str(tmp_path / "r.html"), "--quiet"]
@@ -267,6 +269,10 @@ def test_cli_bad_input_exit_2_one_line(folders, tmp_path, capsys, case):
         args[1] = str(copy)
     elif case == "bad-sites":
         args.insert(2, str(pred))  # a prediction folder is not a sites folder
+    elif case == "swapped":  # a sites folder, with the run.json suggest writes, given as the prediction
+        shutil.copytree(sites, tmp_path / "sites")
+        (tmp_path / "sites" / "run.json").write_text(json.dumps({"command": "suggest"}))
+        args[1:2] = [str(tmp_path / "sites"), str(pred)]
     elif case == "not-html":
         args[3] = str(tmp_path / "report")
     elif case == "bad-focus":
@@ -276,6 +282,8 @@ def test_cli_bad_input_exit_2_one_line(folders, tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("roidetect report: error:")
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "r_files").exists()
+    made_by = {"bad-sites": "predict", "swapped": "suggest"}.get(case)  # named from the folder's run.json
+    assert (f"it is the output of 'roidetect {made_by}'" in err) == (made_by is not None)
 
 
 def test_plan_without_sites_still_reports(folders, tmp_path):

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from roidetect.errors import UserError
+from roidetect.runlog import made_by_other_command
 from roidetect.volume import Volume, open_volume, split_inner_path
 
 PREDICTION_FILES = ("run.json", "detections.csv", "labels.tif")
@@ -111,7 +112,8 @@ def load_prediction(folder: str | os.PathLike, scan: str | os.PathLike | None = 
         raise UserError(f"{folder}: no such prediction folder; give the --out folder of 'roidetect predict'")
     missing = [name for name in PREDICTION_FILES if not (folder / name).is_file()]
     if missing:
-        raise UserError(f"{folder}: not a prediction folder (missing {', '.join(missing)}); "
+        hint = made_by_other_command(folder, "predict")
+        raise UserError(f"{folder}: not a prediction folder (missing {', '.join(missing)}){hint}; "
                         "give the --out folder of 'roidetect predict'")
     run = read_json(folder / "run.json")
     scan_info = run.get("scan") if isinstance(run.get("scan"), dict) else {}
@@ -137,7 +139,8 @@ def load_sites(folder: str | os.PathLike) -> Sites:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such sites folder; give the --out folder of 'roidetect suggest'")
     if not (folder / "sites.csv").is_file():
-        raise UserError(f"{folder}: not a sites folder (missing sites.csv); "
+        hint = made_by_other_command(folder, "suggest")
+        raise UserError(f"{folder}: not a sites folder (missing sites.csv){hint}; "
                         "give the --out folder of 'roidetect suggest'")
     table = read_table(folder / "sites.csv", SITE_COLUMNS).sort_values("rank", kind="stable")
     plan = read_json(folder / "sites.json") if (folder / "sites.json").is_file() else {}

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from roidetect.errors import UserError
+from roidetect.runlog import made_by_other_command
 from roidetect.targeting.geometry import BBOX_HI, BBOX_LO, ScanGeometry, SurfaceMap
 
 REQUIRED_COLUMNS = ("id", "class", "score", "z_um", "y_um", "x_um", *BBOX_LO, *BBOX_HI, "equivalent_diameter_um")
@@ -40,8 +41,9 @@ def read_prediction(pred_dir: str | os.PathLike) -> Prediction:
     files = {name: folder / name for name in ("detections.csv", "surface.tif", "run.json")}
     for path in files.values():
         if not path.is_file():
-            raise UserError(f"{path}: missing; {folder} is not a complete prediction folder "
-                            "(re-run 'roidetect predict')")
+            hint = made_by_other_command(folder, "predict")
+            raise UserError(f"{path}: missing; {folder} is not a complete prediction folder{hint}; "
+                            "pass the output folder of 'roidetect predict' (or re-run it)")
     geometry = _read_geometry(files["run.json"])
     surface = _read_surface(files["surface.tif"], geometry)
     try:
