@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -104,6 +105,17 @@ class RunLog:
         finally:
             self.data["timings_s"][name] = round(time.perf_counter() - start, 3)
 
+    @contextlib.contextmanager
+    def collecting_warnings(self, logger: str = "roidetect") -> Iterator[None]:
+        """Record under ``warnings`` the message of every warning that ``logger`` or its
+        children log meanwhile, so that run.json says what the run warned about."""
+        handler = _Collector(self.data.setdefault("warnings", []))
+        logging.getLogger(logger).addHandler(handler)
+        try:
+            yield
+        finally:
+            logging.getLogger(logger).removeHandler(handler)
+
     def record(self, **values: Any) -> None:
         """Add results or resolved parameters to the log."""
         self.data.update(values)
@@ -112,3 +124,14 @@ class RunLog:
         """Write ``out_dir/run.json`` with the total wall time."""
         self.data["timings_s"]["total"] = round(time.perf_counter() - self.started, 3)
         return write_json(Path(out_dir) / "run.json", self.data)
+
+
+class _Collector(logging.Handler):
+    """Appends the message of each warning (or worse) it handles to a list."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

@@ -166,12 +166,14 @@ def test_a_label_map_or_constant_given_as_the_scan_is_predicted_with_a_warning(g
     path = write_tiff(tmp_path / "labels.tif", volume, (0.1, 0.1, 0.1))
     small_blocks = {"classical": {"block_size": 32}, "detection": {"block_size": 32}}
     with caplog.at_level("WARNING", logger="roidetect.inference.predict"):
-        predict(path, tmp_path / "pred", model="classical", quiet=True, settings=small_blocks)
+        out = predict(path, tmp_path / "pred", model="classical", quiet=True, settings=small_blocks)
         assert ("looks like a label map" if given == "labels" else "no contrast") in caplog.text
         assert str(path) in caplog.text
         caplog.clear()
-        predict(scan, tmp_path / "scan", model="classical", quiet=True, settings=small_blocks)
+        plain = predict(scan, tmp_path / "scan", model="classical", quiet=True, settings=small_blocks)
     assert caplog.text == ""
+    assert [m for m in read_run(out)["warnings"] if str(path) in m]  # run.json keeps what the run warned about
+    assert read_run(plain)["warnings"] == []
 
 
 def test_blank_outside_view_sets_background_only_on_fill_voxels() -> None:

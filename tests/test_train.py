@@ -184,7 +184,10 @@ def test_short_cpu_run_writes_a_loadable_package(dataset: Path, tmp_path: Path) 
         logits = package.network(torch.zeros(1, 1, 32, 32, 32))
     assert logits.shape == (1, 4, 32, 32, 32)
     assert (out / "config.yaml").is_file() and (out / "run.json").is_file()
-    assert json.loads((out / "run.json").read_text())["command"] == "train"
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] == "train"
+    few = [name for name, n in card["training"]["calibration_samples"].items() if n["detections"] < 10]
+    assert few and all(any(m.startswith(f"{name} (plain)") for m in run["warnings"]) for name in few)
     scan = dataset.parent / "images" / "vol_0000.tif"
     assert main(["predict", str(scan), "--model", str(out / "model"), "--out", str(tmp_path / "pred"), "--quiet"]) == 0
     assert (tmp_path / "pred" / "detections.csv").is_file()

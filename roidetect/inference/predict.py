@@ -7,7 +7,7 @@ The steps, each block by block so that memory stays bounded by the block size:
 2. the sample's top surface (``surface.tif``);
 3. detections (:func:`roidetect.detect.detect`), which fill ``instances.ome.zarr`` and
    ``labels.tif`` and give ``detections.csv`` / ``detections.json``;
-4. ``run.json``.
+4. ``run.json``, with every warning the run logged (``warnings``).
 
 Every check a user can fail (scan, model, device, output folder, settings) runs before
 anything is written, and the folder appears only when complete.
@@ -102,27 +102,28 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
     cfg["model"] = str(model) if model is not None else str(cfg["model"])
     cfg["device"] = device if device is not None else cfg["device"]
     cfg["tta"]["enabled"] = bool(tta) if tta is not None else bool(cfg["tta"]["enabled"])
-    volume = scan if isinstance(scan, Volume) else open_volume(scan, voxel_size_um)
-    if isinstance(scan, Volume) and voxel_size_um is not None:
-        volume = volume.with_spacing(voxel_size_um)
-    check_output_dir(out_dir, overwrite)
-    volume = with_transient_mapping(volume)
-    run: ModelRun
-    if cfg["model"] == CLASSICAL:
-        if cfg["tta"]["enabled"]:
-            raise UserError("--tta applies to networks; the classical model has nothing to average")
-        run = _ClassicalRun(volume, cfg)
-    else:
-        from roidetect.inference.network_run import NetworkRun
-
-        run = NetworkRun(volume, cfg)
-    _warn_if_not_greyscale(volume)
-    chunks = triplet(cfg["output"]["chunks"], "output.chunks")
-    detect_blocks = triplet(cfg["detection"]["block_size"], "detection.block_size")
     record = RunLog("predict", cfg)
-    scan_info = _scan_info(volume, record, scan)
-    with atomic_dir(out_dir, overwrite) as tmp:
-        _write_prediction(tmp, volume, cfg, run, record, scan_info, chunks, detect_blocks, quiet)
+    with record.collecting_warnings():
+        volume = scan if isinstance(scan, Volume) else open_volume(scan, voxel_size_um)
+        if isinstance(scan, Volume) and voxel_size_um is not None:
+            volume = volume.with_spacing(voxel_size_um)
+        check_output_dir(out_dir, overwrite)
+        volume = with_transient_mapping(volume)
+        run: ModelRun
+        if cfg["model"] == CLASSICAL:
+            if cfg["tta"]["enabled"]:
+                raise UserError("--tta applies to networks; the classical model has nothing to average")
+            run = _ClassicalRun(volume, cfg)
+        else:
+            from roidetect.inference.network_run import NetworkRun
+
+            run = NetworkRun(volume, cfg)
+        _warn_if_not_greyscale(volume)
+        chunks = triplet(cfg["output"]["chunks"], "output.chunks")
+        detect_blocks = triplet(cfg["detection"]["block_size"], "detection.block_size")
+        scan_info = _scan_info(volume, record, scan)
+        with atomic_dir(out_dir, overwrite) as tmp:
+            _write_prediction(tmp, volume, cfg, run, record, scan_info, chunks, detect_blocks, quiet)
     log.info("prediction written to %s", out_dir)
     return Path(out_dir)
 

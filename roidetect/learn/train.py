@@ -82,41 +82,44 @@ def train(cfg: Any) -> Path | None:
     existed = out.exists()
     checkpoint = _prepare_run_folder(out, options, first_process)
     runlog = RunLog("train", options)
-    with _cleared_on_user_error(out, existed, fresh=first_process and checkpoint is None):
-        if start is not None:
-            _start_from(start, options, runlog)
-        pl.seed_everything(int(options["seed"]), workers=True, verbose=False)
-        network = {"class": options["model"]["class"], "args": dict(options["model"]["args"])}
-        with runlog.step("data"):
-            data = build_training_data(options["data"], int(options["seed"]),
-                                       input_divisor(network["class"], network["args"]))
-        module = SegmentationModule(network, loss_options(options["loss"]), options["optimizer"],
-                                    list(data.patch_size), options["sliding_window"], options["detection"],
-                                    resolve_channels_last(options.get("channels_last", False), _accelerator(options)))
-        if start is not None:
-            module.network.load_state_dict(start.network.state_dict())
-        trainer = _build_trainer(options, out)
-    if first_process:
-        log.info("training %s on patches %s; run folder %s", network["class"], list(data.patch_size), out)
-    started = time.perf_counter()
-    with runlog.step("fit"):
-        _fit(trainer, module, data.datamodule, checkpoint)
-    fit_seconds = time.perf_counter() - started
-    if not trainer.is_global_zero:
-        return None
-    best = _best_checkpoint(trainer)
-    if best is not None:
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.network.load_state_dict({k[len("network."):]: v for k, v in state.items() if k.startswith("network.")})
-    with runlog.step("calibrate"):
-        modes = _final_validation(module, data.datamodule.val_volumes, options["calibration"])
-    card = _model_card(options, module, data, modes, trainer, best, fit_seconds)
-    package = Path(options["package"]).expanduser() if options.get("package") else out / MODEL_DIR
-    _write_package(package, module.network, card)
-    runlog.record(package=str(package), best_checkpoint=str(best) if best else None,
-                  epochs=int(trainer.current_epoch), steps=int(trainer.global_step),
-                  metrics=modes[False].metrics["overall"])
-    runlog.write(out)
+    with runlog.collecting_warnings():
+        with _cleared_on_user_error(out, existed, fresh=first_process and checkpoint is None):
+            if start is not None:
+                _start_from(start, options, runlog)
+            pl.seed_everything(int(options["seed"]), workers=True, verbose=False)
+            network = {"class": options["model"]["class"], "args": dict(options["model"]["args"])}
+            with runlog.step("data"):
+                data = build_training_data(options["data"], int(options["seed"]),
+                                           input_divisor(network["class"], network["args"]))
+            channels_last = resolve_channels_last(options.get("channels_last", False), _accelerator(options))
+            module = SegmentationModule(network, loss_options(options["loss"]), options["optimizer"],
+                                        list(data.patch_size), options["sliding_window"], options["detection"],
+                                        channels_last)
+            if start is not None:
+                module.network.load_state_dict(start.network.state_dict())
+            trainer = _build_trainer(options, out)
+        if first_process:
+            log.info("training %s on patches %s; run folder %s", network["class"], list(data.patch_size), out)
+        started = time.perf_counter()
+        with runlog.step("fit"):
+            _fit(trainer, module, data.datamodule, checkpoint)
+        fit_seconds = time.perf_counter() - started
+        if not trainer.is_global_zero:
+            return None
+        best = _best_checkpoint(trainer)
+        if best is not None:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.network.load_state_dict({k[len("network."):]: v for k, v in state.items()
+                                            if k.startswith("network.")})
+        with runlog.step("calibrate"):
+            modes = _final_validation(module, data.datamodule.val_volumes, options["calibration"])
+        card = _model_card(options, module, data, modes, trainer, best, fit_seconds)
+        package = Path(options["package"]).expanduser() if options.get("package") else out / MODEL_DIR
+        _write_package(package, module.network, card)
+        runlog.record(package=str(package), best_checkpoint=str(best) if best else None,
+                      epochs=int(trainer.current_epoch), steps=int(trainer.global_step),
+                      metrics=modes[False].metrics["overall"])
+        runlog.write(out)
     log.info("mean instance F1 %.3f on %d validation volume(s); model package in %s",
              modes[False].metrics["overall"]["f1_mean"], len(data.datamodule.val_volumes), package)
     return package
