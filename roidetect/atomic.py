@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from roidetect.errors import UserError
@@ -63,6 +63,29 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise UserError(f"output folder {path} exists and is not empty; pass --overwrite to replace it")
     return path
+
+
+def check_outside_inputs(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Fail before any work if writing ``out`` would replace an input.
+
+    With ``--overwrite`` an existing output is removed once the new one is complete, so an
+    ``out`` that is an input, or a folder holding one (a scan's own folder, a dataset's
+    folder), would lose the user's data.
+
+    Parameters
+    ----------
+    out : path
+        The output file or folder.
+    inputs : paths or None
+        The files and folders the command reads (HDF5/Zarr inner paths stripped); None is skipped.
+    """
+    target = Path(out).expanduser().resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).expanduser().resolve()
+        if source == target or target in source.parents:
+            raise UserError(f"output {out} would replace the input {given}; write the output somewhere else")
 
 
 @contextlib.contextmanager

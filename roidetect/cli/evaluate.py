@@ -35,10 +35,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from roidetect.atomic import check_outside_inputs
     from roidetect.errors import UserError
     from roidetect.evaluate import EvaluationParams, evaluate_prediction, format_report, json_ready
     from roidetect.runlog import library_versions
-    from roidetect.volume import write_json
+    from roidetect.volume import split_inner_path, write_json
 
     if not 0.0 < args.match_threshold <= 1.0:
         raise UserError(f"--match-threshold {args.match_threshold}: must lie in (0, 1]")
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--tolerance {args.tolerance}: must be >= 0 voxels")
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise UserError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.out:
+        volumes = [split_inner_path(path)[0] for path in (args.truth, args.instances) if path]
+        check_outside_inputs(args.out, [args.pred_dir, args.sites, *volumes])
     params = EvaluationParams(match_threshold=args.match_threshold, tolerance_voxels=args.tolerance)
     result = evaluate_prediction(args.pred_dir, args.truth, args.instances, args.sites, params,
                                  progress=not args.quiet)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from roidetect.atomic import atomic_dir, check_output_dir
+from roidetect.atomic import atomic_dir, check_output_dir, check_outside_inputs
 from roidetect.errors import UserError
 from roidetect.inference import outputs
 from roidetect.inference.mapped import with_transient_mapping
@@ -35,7 +35,7 @@ from roidetect.inference.sources import ClassicalSource, NormalisedReader, blank
 from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, few_grey_values, fill_is_outside_view,
                                  intensity_levels)
 from roidetect.runlog import RunLog
-from roidetect.volume import Volume, open_volume
+from roidetect.volume import Volume, open_volume, split_inner_path
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
             volume = volume.with_spacing(voxel_size_um)
         check_output_dir(out_dir, overwrite)
         volume = with_transient_mapping(volume)
+        inputs = [None if volume.path is None else split_inner_path(volume.path)[0]]
         run: ModelRun
         if cfg["model"] == CLASSICAL:
             if cfg["tta"]["enabled"]:
@@ -117,7 +118,10 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
         else:
             from roidetect.inference.network_run import NetworkRun
 
-            run = NetworkRun(volume, cfg)
+            network_run = NetworkRun(volume, cfg)
+            inputs.append(network_run.package.path)
+            run = network_run
+        check_outside_inputs(out_dir, inputs)
         _warn_if_not_greyscale(volume)
         chunks = triplet(cfg["output"]["chunks"], "output.chunks")
         detect_blocks = triplet(cfg["detection"]["block_size"], "detection.block_size")

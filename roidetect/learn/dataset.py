@@ -114,6 +114,16 @@ def read_dataset(path: str | os.PathLike) -> DatasetSpec:
                        generator=raw.get("generator"))
 
 
+def dataset_files(path: str | os.PathLike) -> list[Path]:
+    """The files a dataset is made of: its dataset.json and every volume's image, label and
+    instances (HDF5/Zarr inner paths stripped), which no output may replace."""
+    from roidetect.volume import split_inner_path
+
+    spec = read_dataset(path)
+    volumes = [p for e in spec.volumes for p in (e.image, e.label, e.instances) if p]
+    return [spec.path, *(split_inner_path(p)[0] for p in volumes)]
+
+
 def _check_classes(json_path: Path, classes: Any) -> dict[int, str]:
     if not isinstance(classes, dict):
         raise UserError(f"{json_path}: 'classes' must map label ids to names")

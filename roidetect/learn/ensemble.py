@@ -60,7 +60,8 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
         Fewer than two models, members whose cards differ in :data:`MATCHING_KEYS`, or any
         error of loading a package or calibrating.
     """
-    from roidetect.atomic import check_output_dir
+    from roidetect.atomic import check_output_dir, check_outside_inputs
+    from roidetect.learn.dataset import dataset_files
     from roidetect.learn.bundle import load_package, save_package
     from roidetect.learn.final_validation import calibrate_package
     from roidetect.learn.networks import Ensemble
@@ -69,6 +70,7 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
         raise UserError("an ensemble needs at least two models")
     check_output_dir(out, overwrite)
     packages = [load_package(model, "cpu") for model in models]
+    check_outside_inputs(out, [*(package.path for package in packages), *dataset_files(data)])
     card = ensemble_card(packages, [str(model) for model in models], name)
     network = Ensemble([package.network for package in packages])
     with tempfile.TemporaryDirectory(prefix="roidetect-ensemble-") as staging:

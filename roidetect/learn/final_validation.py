@@ -213,17 +213,19 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
         data that is gone, a dataset without annotated volumes, an overlap outside [0, 1), or
         an existing ``out`` without ``overwrite``.
     """
-    from roidetect.atomic import atomic_dir, check_output_dir
+    from roidetect.atomic import atomic_dir, check_output_dir, check_outside_inputs
     from roidetect.errors import UserError
     from roidetect.inference.model import resolve_device
     from roidetect.inference.settings import detection_params
     from roidetect.learn.bundle import CARD, WEIGHTS, load_package, sliding_window_of
+    from roidetect.learn.dataset import dataset_files
     from roidetect.volume import write_json
 
     if overlap is not None and not 0 <= overlap < 1:
         raise UserError(f"--overlap {overlap}: must be in [0, 1) (0.25 and 0.5 are usual)")
     check_output_dir(out, overwrite)
     package = load_package(model, resolve_device(device))
+    check_outside_inputs(out, [package.path, *([] if data is None else dataset_files(data))])
     sliding_window = sliding_window_of(package.card, package.path)
     if overlap is not None:
         sliding_window["overlap"] = float(overlap)

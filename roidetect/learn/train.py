@@ -79,6 +79,7 @@ def train(cfg: Any) -> Path | None:
     first_process = rank_zero_only.rank == 0
     _quieten(bool(options["quiet"]))
     start = _initial_package(options)  # checked before the run folder is touched
+    _check_outputs_apart_from_inputs(options, out, start)
     existed = out.exists()
     checkpoint = _prepare_run_folder(out, options, first_process)
     runlog = RunLog("train", options)
@@ -157,6 +158,21 @@ def _cleared_on_user_error(out: Path, existed: bool, fresh: bool) -> Iterator[No
             if existed:
                 out.mkdir(parents=True, exist_ok=True)
         raise
+
+
+def _check_outputs_apart_from_inputs(options: dict[str, Any], out: Path, start: Any) -> None:
+    """The run folder and ``package`` must not be, or hold, a file of the dataset or the
+    ``init`` package: ``overwrite=true`` would remove it."""
+    from roidetect.atomic import check_outside_inputs
+    from roidetect.learn.dataset import dataset_files
+
+    data = options["data"]
+    datasets = [data.get("path"), data.get("val_path")] if data.get("kind") == "folder" else []
+    inputs = [file for dataset in datasets if dataset for file in dataset_files(dataset)]
+    inputs.append(None if start is None else start.path)
+    for output in (out, options.get("package")):
+        if output:
+            check_outside_inputs(output, inputs)
 
 
 def _initial_package(options: dict[str, Any]) -> Any:

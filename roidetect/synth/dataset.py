@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from roidetect import __version__
-from roidetect.atomic import atomic_dir, check_output_dir
+from roidetect.atomic import atomic_dir, check_output_dir, check_outside_inputs
 from roidetect.errors import UserError
 from roidetect.labels import CLASS_NAMES, DATASET_FILE, DATASET_FORMAT, DEFECT_CLASSES, IGNORE
 from roidetect.runlog import RunLog
@@ -37,7 +37,7 @@ from roidetect.synth.params import SynthParams, apply_overrides
 from roidetect.synth.phantom import make_phantom
 from roidetect.synth.presets import checked_preset_weights, get_preset
 from roidetect.synth.preview import write_preview
-from roidetect.volume import write_json, write_tiff
+from roidetect.volume import split_inner_path, write_json, write_tiff
 
 
 def volume_seeds(seed: int, n: int) -> list[int]:
@@ -86,6 +86,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, shape: Sequence[int] | Non
     preset_weights = checked_preset_weights(preset_weights)
     _check_inputs(preset, preset_weights, geometry, phases, overrides)
     check_output_dir(out_dir, overwrite)
+    check_outside_inputs(out_dir, [None if geometry is None else split_inner_path(str(geometry))[0]])
 
     kwargs = {"shape": None if shape is None else [int(v) for v in shape], "voxel_size_um": voxel_size_um,
               "preset": preset, "randomise": bool(randomise), "geometry": None if geometry is None else str(geometry),

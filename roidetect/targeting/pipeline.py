@@ -42,7 +42,7 @@ def suggest(pred_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: Mappin
     -------
     Plan
     """
-    from roidetect.atomic import atomic_dir, check_output_dir
+    from roidetect.atomic import atomic_dir, check_output_dir, check_outside_inputs
     from roidetect.runlog import RunLog
 
     if cfg is None:
@@ -50,6 +50,7 @@ def suggest(pred_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: Mappin
 
         cfg = compose_config("suggest")
     check_output_dir(out_dir, overwrite)
+    check_outside_inputs(out_dir, [pred_dir, fiducials])
     run = RunLog("suggest", parameters=plain(cfg))
     with run.step("read"):
         prediction = read_prediction(pred_dir)
