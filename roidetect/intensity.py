@@ -165,9 +165,9 @@ def fill_is_outside_view(volume: Any, fill: float, max_slices: int = 64) -> bool
 def few_grey_values(volume: Any, limit: int = FEW_GREY_VALUES) -> np.ndarray | None:
     """A volume's distinct values when it has at most ``limit`` of them, else None.
 
-    Read from a subsample (up to 100,000 voxels of 16 evenly spaced z-slices), so a scan
-    whose few values are all confined to unsampled voxels could pass; a label map, a mask
-    or a constant volume given in place of the scan is caught.
+    Read from a subsample (up to 100,000 voxels of 16 evenly spaced z-slices): enough to
+    catch a label map, a mask or a constant given in place of a scan, whose noise alone would
+    show dozens of values in any sample (randomised 8-bit phantoms: 90 or more).
 
     Parameters
     ----------

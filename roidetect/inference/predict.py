@@ -95,8 +95,9 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
     Raises
     ------
     UserError
-        Unreadable scan, unknown or broken model, unavailable device, bad settings, or an
-        existing output folder without ``overwrite``; nothing is written then.
+        Unreadable scan, unknown or broken model, unavailable device, bad settings, an
+        existing output folder without ``overwrite``, or an output folder that is or holds the
+        scan or the model; nothing is written then.
     """
     cfg = load_settings(settings)
     cfg["model"] = str(model) if model is not None else str(cfg["model"])

@@ -57,12 +57,13 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
     Raises
     ------
     UserError
-        Fewer than two models, members whose cards differ in :data:`MATCHING_KEYS`, or any
-        error of loading a package or calibrating.
+        Fewer than two models, members whose cards differ in :data:`MATCHING_KEYS`, an
+        ``out`` that is or holds a member or a file of ``data``, or any error of loading a
+        package or calibrating.
     """
     from roidetect.atomic import check_output_dir, check_outside_inputs
-    from roidetect.learn.dataset import dataset_files
     from roidetect.learn.bundle import load_package, save_package
+    from roidetect.learn.dataset import dataset_files
     from roidetect.learn.final_validation import calibrate_package
     from roidetect.learn.networks import Ensemble
 

@@ -210,8 +210,9 @@ def calibrate_package(model: str, out: str | Path, device: str = "auto", overwri
     ------
     UserError
         Unknown model, neither ``data`` nor a training ``config`` in the card, validation
-        data that is gone, a dataset without annotated volumes, an overlap outside [0, 1), or
-        an existing ``out`` without ``overwrite``.
+        data that is gone, a dataset without annotated volumes, an overlap outside [0, 1), an
+        existing ``out`` without ``overwrite``, or an ``out`` that is or holds the model or a
+        file of ``data``.
     """
     from roidetect.atomic import atomic_dir, check_output_dir, check_outside_inputs
     from roidetect.errors import UserError
