@@ -164,6 +164,15 @@ def test_plan_refuses_scans_much_coarser_than_the_model() -> None:
     assert plan_windows((8, 8, 8), (1.0,) * 3, (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_coarser=None).resampled
 
 
+def test_plan_refuses_scans_so_fine_that_the_voxel_size_is_in_the_wrong_unit() -> None:
+    at_limit = plan_windows((40, 200, 200), (0.0025, 0.05, 0.05), (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_finer=20)
+    assert at_limit.scale == pytest.approx((0.05, 1.0, 1.0))
+    with pytest.raises(UserError, match=r"1000x1000x1000 times finer.*0.0064x0.0064x0.0064 um across.*"
+                                        r"inference.max_finer=1000"):
+        plan_windows((128, 128, 128), (0.00005,) * 3, (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_finer=20)
+    assert plan_windows((8, 8, 8), (0.00005,) * 3, (0.05,) * 3, (64,) * 3, 0.05, 1.5, max_finer=None).resampled
+
+
 def test_default_window_is_the_calibrated_patch_and_wide_keeps_its_overlap_band() -> None:
     assert choose_window((48, 48, 48), (8, 8, 8)) == ((48, 48, 48), (0.25, 0.25, 0.25))
     assert choose_window((48, 48, 48), (8, 8, 8), None, None, 0.5) == ((48, 48, 48), (0.5, 0.5, 0.5))

@@ -229,7 +229,8 @@ def broken_packages(root: Path, package: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
                                   "mismatched", "bad_override", "bad_min_score", "bad_window", "bad_fill", "cuda",
-                                  "tta_classical", "no_default_model", "too_coarse", "bad_max_coarser"])
+                                  "tta_classical", "no_default_model", "too_coarse", "bad_max_coarser", "too_fine",
+                                  "bad_max_finer"])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,6 +258,8 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path
         "no_default_model": [str(scan)],
         "too_coarse": [str(scan), "--model", str(package), "--voxel-size", "0.5"],  # 5 times the model's 0.1 um
         "bad_max_coarser": [str(scan), "--model", str(package), "inference.max_coarser=0.5"],
+        "too_fine": [str(scan), "--model", str(package), "--voxel-size", "0.0001"],  # nm taken for um: 1000x finer
+        "bad_max_finer": [str(scan), "--model", str(package), "inference.max_finer=none"],
     }[case]
     out = tmp_path / "out" / "pred"
     assert main(["predict", *args, "--out", str(out), "-q"]) == 2

@@ -147,7 +147,7 @@ class WindowPlan:
 
 def plan_windows(scan_shape: Sequence[int], scan_spacing_um: Sequence[float], model_spacing_um: Sequence[float],
                  window: Sequence[int], tolerance: float, warn_ratio: float,
-                 max_coarser: float | None = None) -> WindowPlan:
+                 max_coarser: float | None = None, max_finer: float | None = None) -> WindowPlan:
     """Window shapes for a scan, resampling when its voxel size differs from the model's.
 
     Parameters
@@ -166,6 +166,10 @@ def plan_windows(scan_shape: Sequence[int], scan_spacing_um: Sequence[float], mo
         refused (:class:`UserError`): the model's thinnest defects would be far below the
         scan's resolution, and its grid would hold the scan's voxels times the ratios'
         product. None: no limit.
+    max_finer : float, optional
+        A scan whose voxels are more than this many times finer than the model's along any
+        axis is refused too: tomography of electrodes does not reach such voxels, so the
+        voxel size is most likely in the wrong unit. None: no limit.
     """
     ratio = tuple(float(s) / float(m) for s, m in zip(scan_spacing_um, model_spacing_um))
     if max_coarser is not None and max(ratio) > max_coarser:
@@ -176,6 +180,15 @@ def plan_windows(scan_shape: Sequence[int], scan_spacing_um: Sequence[float], mo
                         f"(1-3 of its voxels) are far below this scan's resolution. Use a model trained at this "
                         f"voxel size (docs/training.md), or add inference.max_coarser={math.ceil(max(ratio))} to the "
                         f"command to run anyway (the limit is {max_coarser:g})")
+    finer = 1.0 / min(ratio)
+    if max_finer is not None and finer > max_finer * (1.0 + 1e-9):  # at the limit despite rounding: accepted
+        extent = tuple(n * s for n, s in zip(scan_shape, scan_spacing_um))
+        raise UserError(f"the scan's voxels ({_fmt(scan_spacing_um)} um) are {_fmt([1 / r for r in ratio])} times "
+                        f"finer than the model's ({_fmt(model_spacing_um)} um), so the whole scan would be "
+                        f"{_fmt(extent)} um across: is the voxel size in micrometres (--voxel-size, or the file's "
+                        f"metadata; 50 nm is 0.05)? If it is right, use a model trained at this voxel size "
+                        f"(docs/training.md), or add inference.max_finer={math.ceil(round(finer, 6))} to the command "
+                        f"to run anyway (the limit is {max_finer:g})")
     resample = any(abs(r - 1.0) > tolerance for r in ratio)
     if any(r > warn_ratio or r < 1.0 / warn_ratio for r in ratio):
         log.warning("scan voxel size %s um differs from the model's %s um by a factor of %s; resampling to the "

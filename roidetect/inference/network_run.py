@@ -60,7 +60,8 @@ class NetworkRun:
                                              calibrated_overlap)
         self.plan = plan_windows(volume.shape, volume.spacing_um, _voxel_size(card, self.package.path), window,
                                  float(settings["resample_tolerance"]), float(settings["warn_ratio"]),
-                                 None if settings["max_coarser"] is None else float(settings["max_coarser"]))
+                                 *(None if settings[key] is None else float(settings[key])
+                                   for key in ("max_coarser", "max_finer")))
         variants = augmentations(bool(cfg["tta"]["rotations"])) if cfg["tta"]["enabled"] else [Augmentation()]
         self.cpu_kernels = _cpu_kernels(settings["cpu_kernels"], self.device, self.precision)
         network = use_cpu_kernels(self.package.network) if self.cpu_kernels else self.package.network
@@ -176,7 +177,8 @@ def _check_engine_settings(settings: dict[str, Any]) -> None:
     """The engine's numeric settings, checked before any work."""
     for key in ("block_size", "batch_size") + (("threads",) if settings["threads"] is not None else ()):
         positive_int(settings[key], f"inference.{key}")
-    for key, low, high in (("overlap", 0.0, 1.0), ("sigma_scale", 1e-3, 1e6), ("max_coarser", 1.0, math.inf)):
+    for key, low, high in (("overlap", 0.0, 1.0), ("sigma_scale", 1e-3, 1e6), ("max_coarser", 1.0, math.inf),
+                             ("max_finer", 1.0, math.inf)):
         value = settings[key]
         if value is not None and not (isinstance(value, (int, float)) and low <= value < high):
             raise UserError(f"inference.{key}={value}: must be a number in [{low}, {high})")
