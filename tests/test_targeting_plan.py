@@ -115,6 +115,17 @@ def test_an_empty_plan_says_why(overrides, reason):
     assert any(w.startswith("no site chosen") and reason in w for w in result.summary["warnings"])
 
 
+def test_a_plan_without_candidates_says_why():
+    table = make_phantom().detections.drop(columns="truth")
+    table["score"] *= 0.5  # every score at most 0.5
+    result = _plan("targeting.min_score=0.9", detections=table)
+    assert result.summary["candidates"] == 0
+    best = f"best scores {table['score'].max():.3f}"
+    assert [w for w in result.summary["warnings"] if best in w and "targeting.min_score=0.9 or more" in w]
+    empty = table.iloc[:0]
+    assert "the prediction has no detections: nothing to mill" in _plan(detections=empty).summary["warnings"]
+
+
 def test_low_scores_are_not_targeted_and_top_k_is_respected():
     phantom = make_phantom()
     table = _plan(*ROOMY, "targeting.top_k=4").table

@@ -159,7 +159,7 @@ def plan(detections: pd.DataFrame, surface: SurfaceMap | np.ndarray, geometry: S
         "classes_covered": sorted({c for s in chosen for c in s.classes}),
         "scan_resolution_um": resolution, "travel_um": travel_um, "travel_um_in_rank_order": travel_rank_order_um,
         "travel_in": "stage" if registration is not None else "scan",
-        "warnings": _warnings(inst, params, chosen, candidates),
+        "warnings": _warnings(inst, params, chosen, candidates, arrays.scores),
     }
     return Plan(mode=mode, sites=chosen, candidates=candidates, summary=summary, registration=registration,
                 params=params)
@@ -271,9 +271,10 @@ def _route(chosen: list[Site]) -> tuple[float, float]:
     return path_length(points, order), path_length(points, range(len(chosen)))
 
 
-def _warnings(inst: Instrument, params: TargetingParams, chosen: list[Site], candidates: list[Site]) -> list[str]:
+def _warnings(inst: Instrument, params: TargetingParams, chosen: list[Site], candidates: list[Site],
+              scores: np.ndarray) -> list[str]:
     """Uncalibrated rates the plan relies on, sites whose predicted TRE is too large, and why
-    a plan with candidates chose none."""
+    a plan chose no site (``scores``: every detection's score)."""
     rate = inst.removal_rate(params.material)
     warnings = [f"removal rate of {params.material} is uncalibrated: {rate.source}"] if not rate.calibrated else []
     if inst.laser_rate_um3_per_s is not None and not inst.laser_rate_um3_per_s.calibrated:
@@ -284,6 +285,10 @@ def _warnings(inst: Instrument, params: TargetingParams, chosen: list[Site], can
                         f"{', '.join(flagged)}")
     if candidates and not chosen:
         warnings.append(_why_no_site(candidates, params))
+    if not candidates:
+        warnings.append("the prediction has no detections: nothing to mill" if scores.size == 0 else
+                        f"no site: none of the {scores.size} detection(s) scores targeting.min_score="
+                        f"{params.min_score:g} or more (the best scores {scores.max():.3f}); lower it to plan on them")
     return warnings
 
 
