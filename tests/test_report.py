@@ -187,6 +187,18 @@ def test_report_with_sites_is_self_contained_and_complete(folders, tmp_path):
     assert _checksums(pred.parent) == before, "inputs must not change"
 
 
+def test_the_prediction_runs_warnings_open_the_summary(folders, tmp_path):
+    pred, _ = folders
+    plain = write_report(pred, tmp_path / "plain.html", quiet=True).read_text(encoding="utf-8")
+    assert "Warnings of the prediction run" not in plain
+    warned = shutil.copytree(pred, tmp_path / "warned")
+    run = json.loads((warned / "run.json").read_text())
+    (warned / "run.json").write_text(json.dumps({**run, "warnings": ["scan.tif holds only 4 distinct values <0-3>"]}))
+    page = write_report(warned, tmp_path / "warned.html", quiet=True).read_text(encoding="utf-8")
+    shown = page.index("scan.tif holds only 4 distinct values &lt;0-3&gt;")  # escaped
+    assert page.index("Warnings of the prediction run") < shown < page.index("<h3>Inputs</h3>")
+
+
 @pytest.mark.filterwarnings("error::UserWarning")
 def test_field_of_view_wider_than_the_scan_keeps_the_layout(folders, tmp_path):
     pred, _ = folders

@@ -64,7 +64,8 @@ _TITLES = {"tre": "TRE", "tre flag": "TRE flag", "destroys ids": "destroys", "de
 
 def summary(prediction: Prediction, sites: Sites | None) -> str:
     """Inputs, scan geometry, prediction run, model, parameters and the detection thresholds used (the
-    model card's merged with the run's, from run.json), then detections per class."""
+    model card's merged with the run's, from run.json), after the run's warnings, then detections per
+    class."""
     run = prediction.run
     scan = run.get("scan") if isinstance(run.get("scan"), dict) else {}
     (dz, dy, dx), (oz, oy, ox) = prediction.spacing_um, prediction.origin_um
@@ -98,7 +99,10 @@ def summary(prediction: Prediction, sites: Sites | None) -> str:
         ("Detection thresholds used", html.key_value_table(flatten(run.get("detection") or {}))),
     ]
     grid = "".join(f"<div><h3>{html.text(title)}</h3>{body}</div>" for title, body in parts if body)
-    return f'<div class="grid">{grid}</div><h3>Detections per class</h3>{class_table(prediction.detections)}'
+    warned = "".join(f'<p><span class="warn">{html.text(w)}</span></p>' for w in run.get("warnings") or [])
+    warnings = f"<h3>Warnings of the prediction run</h3>{warned}" if warned else ""
+    return (f'{warnings}<div class="grid">{grid}</div>'
+            f'<h3>Detections per class</h3>{class_table(prediction.detections)}')
 
 
 def class_table(detections: pd.DataFrame) -> str:
