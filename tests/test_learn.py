@@ -129,6 +129,20 @@ def test_load_volume_maps_the_ignore_label_and_rejects_unknown_values(tmp_path: 
         load_volume(entry, 255, (0.0, 1.0))
 
 
+def test_an_image_that_is_a_label_map_is_loaded_with_a_warning(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from dataclasses import replace
+
+    from roidetect.learn.dataset import load_volume, read_dataset
+
+    entry = read_dataset(write_tiny_dataset(tmp_path, n=1)).volumes[0]
+    with caplog.at_level("WARNING", logger="roidetect.learn.dataset"):
+        load_volume(entry, 255, (0.0, 1.0))
+        assert caplog.text == ""
+        load_volume(replace(entry, image=entry.label), 255, (0.0, 1.0))  # the labels given as the image
+    assert "(volume vol_0000): the image holds only" in caplog.text and "looks like a label map" in caplog.text
+
+
 # ------------------------------------------------------------------ fingerprint and patch size
 
 

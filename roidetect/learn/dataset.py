@@ -9,6 +9,7 @@ files (it never imports torch) and never modifies them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ import numpy as np
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
-from roidetect.intensity import IntensityLevels
+from roidetect.intensity import IntensityLevels, few_grey_values
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -195,7 +198,8 @@ def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: Intensit
     """Read an entry's image, labels (and instances) into memory.
 
     Label values equal to the dataset's ``ignore_label`` become 255; values outside the
-    label scheme are an error.
+    label scheme are an error. An image with so few distinct values that it is a label map
+    or a mask (:func:`roidetect.intensity.few_grey_values`) gets a warning.
     """
     from roidetect.volume import open_volume
 
@@ -204,13 +208,20 @@ def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: Intensit
     if label.shape != image.shape:
         raise UserError(f"{entry.label}: label shape {label.shape} differs from image shape {image.shape}")
     label_array = _as_label_array(label.numpy(), ignore_label, entry.label)
+    image_array = image.numpy()
+    few = few_grey_values(image_array)
+    if few is not None:
+        log.warning("%s (volume %s): the image holds only %d distinct values (%s): it looks like a label map or a "
+                    "mask, not a greyscale scan, and the network would learn nothing it can use on scans; check "
+                    "the dataset's \"image\" entries", entry.image, entry.id, few.size,
+                    ", ".join(f"{v:g}" for v in few.astype(np.float64)))
     instances = None
     if entry.instances is not None:
         inst = open_volume(entry.instances, image.spacing_um)
         if inst.shape != image.shape:
             raise UserError(f"{entry.instances}: shape {inst.shape} differs from image shape {image.shape}")
         instances = inst.numpy()
-    return LoadedVolume(entry.id, image.numpy(), label_array, instances, image.spacing_um, intensity_range)
+    return LoadedVolume(entry.id, image_array, label_array, instances, image.spacing_um, intensity_range)
 
 
 def _as_label_array(values: np.ndarray, ignore_label: int, name: str) -> np.ndarray:
