@@ -184,6 +184,16 @@ def few_grey_values(volume: Any, limit: int = FEW_GREY_VALUES) -> np.ndarray | N
     return distinct if distinct.size <= limit else None
 
 
+def few_values_message(name: str, values: np.ndarray) -> str:
+    """What :func:`few_grey_values` found, in words: ``name`` holds one value, or only a few
+    and looks like a label map or a mask."""
+    shown = ", ".join(f"{v:g}" for v in np.asarray(values, dtype=np.float64))
+    if values.size == 1:
+        return f"{name} holds one value ({shown}) in every voxel sampled: there is no contrast to find defects in"
+    return (f"{name} holds only {values.size} distinct values ({shown}): it looks like a label map or a mask, "
+            "not a greyscale scan")
+
+
 def normalise(block: np.ndarray, lo: float, hi: float, fill: float | None = None) -> np.ndarray:
     """Map intensities so that ``lo`` -> 0 and ``hi`` -> 1 (float32, not clipped); voxels
     equal to ``fill`` (the scan's fill value, if any) -> 0."""

@@ -140,7 +140,7 @@ def test_an_image_that_is_a_label_map_is_loaded_with_a_warning(tmp_path: Path,
         load_volume(entry, 255, (0.0, 1.0))
         assert caplog.text == ""
         load_volume(replace(entry, image=entry.label), 255, (0.0, 1.0))  # the labels given as the image
-    assert "(volume vol_0000): the image holds only" in caplog.text and "looks like a label map" in caplog.text
+    assert "volume vol_0000:" in caplog.text and "looks like a label map" in caplog.text
 
 
 # ------------------------------------------------------------------ fingerprint and patch size

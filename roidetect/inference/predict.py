@@ -32,8 +32,8 @@ from roidetect.inference.mapped import with_transient_mapping
 from roidetect.inference.settings import (detection_params, fill_setting, given, load_settings, positive_int,
                                           triplet)
 from roidetect.inference.sources import ClassicalSource, NormalisedReader, blank_outside_view
-from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, few_grey_values, fill_is_outside_view,
-                                 intensity_levels)
+from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, few_grey_values, few_values_message,
+                                 fill_is_outside_view, intensity_levels)
 from roidetect.runlog import RunLog
 from roidetect.volume import Volume, open_volume, split_inner_path
 
@@ -174,15 +174,8 @@ def _warn_if_not_greyscale(volume: Volume) -> None:
     values = few_grey_values(volume)
     if values is None:
         return
-    name = volume.path or "the scan"
-    shown = ", ".join(f"{v:g}" for v in values.astype(np.float64))
-    if values.size == 1:
-        log.warning("%s holds one value (%s) in every voxel sampled: there is no contrast to find defects in",
-                    name, shown)
-    else:
-        log.warning("%s holds only %d distinct values (%s): it looks like a label map or a mask, not a greyscale "
-                    "scan, and its detections will mean nothing; check that you gave the scan", name, values.size,
-                    shown)
+    log.warning("%s; its detections will mean nothing: check that you gave the scan",
+                few_values_message(volume.path or "the scan", values))
 
 
 def _beside_fill(volume: Volume, instances: Any, fill: float, block_shape: tuple[int, int, int]) -> np.ndarray:

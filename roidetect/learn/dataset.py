@@ -20,7 +20,7 @@ import numpy as np
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
-from roidetect.intensity import IntensityLevels, few_grey_values
+from roidetect.intensity import IntensityLevels, few_grey_values, few_values_message
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +211,8 @@ def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: Intensit
     image_array = image.numpy()
     few = few_grey_values(image_array)
     if few is not None:
-        log.warning("%s (volume %s): the image holds only %d distinct values (%s): it looks like a label map or a "
-                    "mask, not a greyscale scan, and the network would learn nothing it can use on scans; check "
-                    "the dataset's \"image\" entries", entry.image, entry.id, few.size,
-                    ", ".join(f"{v:g}" for v in few.astype(np.float64)))
+        log.warning("volume %s: %s; the network would learn nothing it can use on scans: check the dataset's "
+                    "\"image\" entries", entry.id, few_values_message(entry.image, few))
     instances = None
     if entry.instances is not None:
         inst = open_volume(entry.instances, image.spacing_um)
