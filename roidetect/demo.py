@@ -16,7 +16,6 @@ the prediction (:func:`roidetect.evaluate.evaluate_prediction`). Layout of ``out
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roidetect.errors import UserError
-from roidetect.runlog import RunLog
+from roidetect.runlog import RunLog, recorded_command
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +133,8 @@ def _claim_folder(folder: Path, overwrite: bool) -> Path:
     """Check that ``folder`` may be written: absent, empty, an earlier demo's, or ``overwrite``."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; give a folder for the demo's outputs")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite and not _is_demo_folder(folder):
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite and recorded_command(folder) != "demo":
         raise UserError(f"{folder} exists and was not written by roidetect demo; "
                         "choose another --out or pass --overwrite")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _is_demo_folder(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "run.json").read_text()).get("command") == "demo"
-    except (OSError, ValueError, AttributeError):
-        return False

@@ -54,15 +54,22 @@ def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def recorded_command(folder: str | os.PathLike) -> str | None:
+    """The command a folder's run.json names, or None (no readable run.json, or no command)."""
+    try:
+        data = json.loads((Path(folder) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    command = data.get("command") if isinstance(data, dict) else None
+    return command if isinstance(command, str) else None
+
+
 def made_by_other_command(folder: str | os.PathLike, expected: str) -> str:
     """``"; it is the output of 'roidetect COMMAND'"`` when the folder's run.json names a
     command other than ``expected``, for error messages about a folder of the wrong kind;
     ``""`` otherwise (the expected command, or no readable run.json)."""
-    try:
-        command = json.loads((Path(folder) / "run.json").read_text())["command"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-    return f"; it is the output of 'roidetect {command}'" if isinstance(command, str) and command != expected else ""
+    command = recorded_command(folder)
+    return f"; it is the output of 'roidetect {command}'" if command not in (None, expected) else ""
 
 
 class RunLog:

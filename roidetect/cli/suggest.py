@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = compose_config("suggest", overrides)
     plan = suggest(args.pred_dir, args.out, cfg, fiducials=args.fiducials, overwrite=args.overwrite,
                    quiet=args.quiet)
-    if not args.quiet and len(plan.table):
+    if not args.quiet and plan.sites:
         print(plan.table[["rank", "site_id", "visit_order", "x_um", "y_um", "z_um", "depth_um", "classes",
                           "score", "minutes_total"]].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0

@@ -63,7 +63,6 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
     """
     from roidetect.atomic import check_output_dir, check_outside_inputs
     from roidetect.learn.bundle import load_package, save_package
-    from roidetect.learn.dataset import dataset_files
     from roidetect.learn.final_validation import calibrate_package
     from roidetect.learn.networks import Ensemble
 
@@ -71,7 +70,7 @@ def ensemble_package(models: Sequence[str], out: str | Path, data: str | Path, n
         raise UserError("an ensemble needs at least two models")
     check_output_dir(out, overwrite)
     packages = [load_package(model, "cpu") for model in models]
-    check_outside_inputs(out, [*(package.path for package in packages), *dataset_files(data)])
+    check_outside_inputs(out, [package.path for package in packages])  # --data's files: calibrate_package
     card = ensemble_card(packages, [str(model) for model in models], name)
     network = Ensemble([package.network for package in packages])
     with tempfile.TemporaryDirectory(prefix="roidetect-ensemble-") as staging:

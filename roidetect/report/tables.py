@@ -99,10 +99,15 @@ def summary(prediction: Prediction, sites: Sites | None) -> str:
         ("Detection thresholds used", html.key_value_table(flatten(run.get("detection") or {}))),
     ]
     grid = "".join(f"<div><h3>{html.text(title)}</h3>{body}</div>" for title, body in parts if body)
-    warned = "".join(f'<p><span class="warn">{html.text(w)}</span></p>' for w in run.get("warnings") or [])
+    warned = _warning_paragraphs(run.get("warnings"))
     warnings = f"<h3>Warnings of the prediction run</h3>{warned}" if warned else ""
     return (f'{warnings}<div class="grid">{grid}</div>'
             f'<h3>Detections per class</h3>{class_table(prediction.detections)}')
+
+
+def _warning_paragraphs(messages: Any) -> str:
+    """One highlighted paragraph per warning message (none for None or an empty list)."""
+    return "".join(f'<p><span class="warn">{html.text(m)}</span></p>' for m in messages or [])
 
 
 def class_table(detections: pd.DataFrame) -> str:
@@ -216,7 +221,7 @@ def _plan_summary(plan: dict[str, Any]) -> str:
         ("stage travel (µm)", summary.get("travel_um", "")),
         ("registration", registration.get("kind", "")), ("FRE (µm)", registration.get("fre_um", "")),
     ]
-    warnings = "".join(f'<p><span class="warn">{html.text(w)}</span></p>' for w in summary.get("warnings") or [])
+    warnings = _warning_paragraphs(summary.get("warnings"))
     conventions = plan.get("conventions") if isinstance(plan.get("conventions"), dict) else {}
     notes = (f"<details><summary>Conventions of sites.csv</summary>"
              f"{html.key_value_table(conventions.items())}</details>" if conventions else "")
