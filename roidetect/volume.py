@@ -13,6 +13,10 @@ Supported inputs
 - HDF5 (``file.h5:/group/dataset``); voxel size from the dataset attribute
   ``element_size_um`` (Fiji, ilastik), ``voxel_size_um`` or ``spacing_um``;
 - Zarr arrays and OME-Zarr (NGFF 0.4 and 0.5) images (``image.zarr``, ``store.zarr:/path``);
+- MRC / IMOD (``.mrc``, ``.rec``; memory-mapped), the format of IMOD, FIB-SEM slice-and-view
+  exports and electron tomography; voxel size from the header's cell size (in angstrom). A
+  cell size of 0 or of exactly 1 angstrom per voxel (what writers put when they know none)
+  counts as no voxel size. The header's origin is not used;
 - NumPy ``.npy`` (memory-mapped; no metadata, so the voxel size must be given).
 
 Writers produce ImageJ-compatible TIFF (Fiji and napari show the right scale) and OME-Zarr
@@ -38,6 +42,7 @@ from roidetect.errors import UserError
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+MRC_SUFFIXES = (".mrc", ".rec")
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
 _UNIT_TO_UM = {
@@ -207,10 +212,12 @@ def _open_by_format(path: Path, inner: str | None) -> Volume:
         return _open_tiff_folder(path)
     if suffix in TIFF_SUFFIXES:
         return _open_tiff(path)
+    if suffix in MRC_SUFFIXES:
+        return _open_mrc(path)
     if suffix == ".npy":
         return _open_npy(path)
     raise UserError(f"{path}: unsupported format {suffix or '(no suffix)'}; use TIFF, a folder "
-                    "of TIFF slices, HDF5 (file.h5:/dataset), Zarr/OME-Zarr or .npy")
+                    "of TIFF slices, HDF5 (file.h5:/dataset), Zarr/OME-Zarr, MRC (.mrc, .rec) or .npy")
 
 
 # TIFF --------------------------------------------------------------------------------
@@ -512,6 +519,76 @@ class _SqueezedAxes:
         for i in range(self._array.ndim):
             full.append(0 if i in self._axes else next(it))
         return np.asarray(self._array[tuple(full)])
+
+
+# MRC ---------------------------------------------------------------------------------
+
+
+MRC_HEADER_BYTES = 1024
+MRC_UNSET_ANGSTROM = (0.0, 1.0)
+"""Voxel sizes (angstrom) that mean "unknown": 0 when the cell is unset, 1 when a writer copied
+the voxel count into the cell size. No electrode scan has 0.1 nm voxels."""
+
+
+def _open_mrc(path: Path) -> Volume:
+    """Header with ``mrcfile``, voxel data as a read-only memory map of our own.
+
+    mrcfile's own memory map closes when its file object is garbage collected, so the map the
+    :class:`Volume` keeps is made here from the header's mode, shape and data offset.
+    """
+    import mrcfile
+    from mrcfile.utils import data_dtype_from_header, data_shape_from_header
+
+    try:
+        with mrcfile.open(path, mode="r", header_only=True) as mrc:
+            header = mrc.header.copy()
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable MRC file ({_short(exc)})") from exc
+    axes = (int(header.mapc), int(header.mapr), int(header.maps))
+    if axes not in ((1, 2, 3), (0, 0, 0)):
+        raise UserError(f"{path}: MRC axis order (mapc, mapr, maps) = {axes}; roidetect reads only the "
+                        "standard order (1, 2, 3): x along columns, y along rows, z along sections")
+    try:
+        dtype = data_dtype_from_header(header)
+    except Exception as exc:
+        raise UserError(f"{path}: MRC mode {int(header.mode)} is not a greyscale data type roidetect reads "
+                        "(modes 0, 1, 2, 6 and 12 are)") from exc
+    if int(header.mode) == 0 and _imod_unsigned_bytes(header):
+        dtype = np.dtype(np.uint8)
+    shape = tuple(int(n) for n in data_shape_from_header(header))
+    offset = MRC_HEADER_BYTES + int(header.nsymbt)
+    if not _fits_in_file(path, offset, shape, dtype):
+        raise UserError(f"{path}: the MRC header declares {' x '.join(map(str, shape))} voxels of {dtype.name}, "
+                        "more than the file holds; the file may be truncated or corrupt")
+    data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    details = {"mode": int(header.mode), "access": "memory map"}
+    return Volume(data, _mrc_spacing(header), (0.0, 0.0, 0.0), str(path), "mrc", details)  # type: ignore[arg-type]
+
+
+IMOD_STAMP = 1146047817
+"""IMOD's mark (``imodStamp``, header bytes 152-155) that ``imodFlags`` (156-159) is meaningful."""
+
+
+def _imod_unsigned_bytes(header: Any) -> bool:
+    """True for IMOD's mode-0 files, whose bytes are unsigned unless flag bit 0 says signed.
+
+    MRC2014 reads mode 0 as signed, which would turn every grey value above 127 of such a
+    file (IMOD's default for 8-bit data) negative.
+    """
+    stamp, flags = np.frombuffer(bytes(header.extra2)[40:48], dtype=header.dtype["nx"])
+    return int(stamp) == IMOD_STAMP and not int(flags) & 1
+
+
+def _mrc_spacing(header: Any) -> tuple[float, float, float] | None:
+    """Voxel size (z, y, x) in micrometres from the cell size, or None when it is unset."""
+    counts = (int(header.mz), int(header.my), int(header.mx))
+    cell = (float(header.cella.z), float(header.cella.y), float(header.cella.x))
+    if min(counts) <= 0:
+        return None
+    angstrom = tuple(c / n for c, n in zip(cell, counts))
+    if any(not np.isfinite(a) or a <= 0 or a in MRC_UNSET_ANGSTROM for a in angstrom):
+        return None
+    return tuple(a * _UNIT_TO_UM["angstrom"] for a in angstrom)  # type: ignore[return-value]
 
 
 # NPY ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import h5py
+import mrcfile
 import numpy as np
 import pytest
 import tifffile
@@ -13,6 +14,7 @@ import zarr
 
 from roidetect.errors import UserError
 from roidetect.volume import (
+    IMOD_STAMP,
     Volume,
     create_ome_zarr,
     create_tiff,
@@ -57,7 +59,24 @@ def _write_every_format(tmp_path: Path, array: np.ndarray) -> dict[str, str]:
     plain[...] = array
     plain.attrs["voxel_size_um"] = list(SPACING)
     paths["zarr"] = str(tmp_path / "plain.zarr")
+    _write_mrc(tmp_path / "scan.mrc", array, SPACING)
+    paths["mrc"] = str(tmp_path / "scan.mrc")
     return paths
+
+
+def _write_mrc(path: Path, array: np.ndarray, spacing_um: tuple[float, float, float] | None,
+               imod_flags: int = 0) -> None:
+    """Write ``array`` as MRC; uint8 the way IMOD writes it (mode 0 with its stamp and flags)."""
+    with mrcfile.new(path, overwrite=True) as mrc:
+        if array.dtype == np.uint8:
+            mrc.set_data(array.view(np.int8))
+            extra = bytearray(bytes(mrc.header.extra2))
+            extra[40:48] = np.array([IMOD_STAMP, imod_flags], "<i4").tobytes()
+            mrc.header.extra2 = bytes(extra)
+        else:
+            mrc.set_data(array)
+        if spacing_um is not None:
+            mrc.voxel_size = tuple(s * 1e4 for s in spacing_um[::-1])  # x, y, z in angstrom
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
@@ -81,6 +100,28 @@ def test_npy_needs_voxel_size_and_round_trips(tmp_path, small_scan):
     assert volume.spacing_um == (0.05, 0.05, 0.05)
     assert isinstance(volume.data, np.memmap)
     np.testing.assert_array_equal(volume.numpy(), small_scan)
+
+
+@pytest.mark.parametrize("angstrom", [None, 1.0])
+def test_mrc_with_unset_cell_needs_voxel_size(tmp_path, small_scan, angstrom):
+    path = tmp_path / "scan.rec"
+    _write_mrc(path, small_scan, None if angstrom is None else (angstrom * 1e-4,) * 3)
+    with pytest.raises(UserError, match="--voxel-size"):
+        open_volume(path)
+    volume = open_volume(path, voxel_size_um=0.05)
+    assert volume.format == "mrc" and isinstance(volume.data, np.memmap)
+    np.testing.assert_array_equal(volume.numpy(), small_scan)
+
+
+def test_mrc_bytes_signed_only_where_imod_flags_say_so(tmp_path):
+    array = np.array([0, 100, 200, 255], np.uint8).reshape(1, 2, 2).repeat(2, axis=0)
+    _write_mrc(tmp_path / "unsigned.mrc", array, SPACING)
+    _write_mrc(tmp_path / "signed.mrc", array, SPACING, imod_flags=1)
+    unsigned = open_volume(tmp_path / "unsigned.mrc").numpy()
+    assert unsigned.dtype == np.uint8 and unsigned.max() == 255
+    signed = open_volume(tmp_path / "signed.mrc").numpy()
+    assert signed.dtype == np.int8 and signed.min() < 0
+    np.testing.assert_array_equal(signed.view(np.uint8), array)
 
 
 def test_written_tiff_opens_in_tifffile_with_voxel_size(tmp_path, small_scan):
@@ -158,7 +199,8 @@ def test_tiff_without_voxel_size_needs_one(tmp_path, small_scan):
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "truncated-pages", "corrupt", "2d", "4d", "empty", "hdf5-no-dataset",
-                                  "hdf5-group", "unsupported", "complex"])
+                                  "hdf5-group", "unsupported", "complex",
+                                  "mrc-truncated", "mrc-axes", "mrc-2d"])
 def test_bad_input_raises_one_line_user_error(tmp_path, small_scan, case):
     path = tmp_path / "scan.tif"
     if case == "truncated":
@@ -186,13 +228,21 @@ def test_bad_input_raises_one_line_user_error(tmp_path, small_scan, case):
     elif case == "complex":
         path = tmp_path / "scan.npy"
         np.save(path, np.zeros((4, 4, 4), np.complex64))
+    elif case.startswith("mrc"):
+        path = tmp_path / "scan.mrc"
+        _write_mrc(path, small_scan[0] if case == "mrc-2d" else small_scan, SPACING)
+        if case == "mrc-truncated":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        elif case == "mrc-axes":
+            with mrcfile.open(path, mode="r+") as mrc:
+                mrc.header.mapc, mrc.header.mapr = 2, 1
     with pytest.raises(UserError) as info:
         volume = open_volume(path, voxel_size_um=0.05)
         volume.numpy()  # truncation may only show when the pixels are read
     message = str(info.value)
     assert "\n" not in message
     assert str(path).split(":")[0] in message or path.name in message
-    if case.startswith("truncated") or case == "corrupt":
+    if "truncated" in case or case == "corrupt":
         assert "truncated or corrupt" in message
 
 

@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
                          "volume. Pixel data are not loaded: the value range is read from up to 16 evenly "
                          "spaced z-slices, which also show a label map or a mask given as a scan (16 or "
                          "fewer distinct values).")
-    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr or .npy")
+    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr, MRC or .npy")
     add_voxel_size(parser)
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
     parser.set_defaults(handler=run)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         few = facts["distinct_values"]
         lines.append(f"distinct values {len(few)}: {', '.join(f'{v:g}' for v in few)} "
                      "(a label map, a mask or a constant, not a greyscale scan)")
-    for key in ("axes", "compression", "bigtiff", "chunks", "dataset", "level", "levels", "slices", "access"):
+    for key in ("axes", "compression", "bigtiff", "chunks", "dataset", "level", "levels", "slices", "mode", "access"):
         if key in facts and facts[key] is not None:
             lines.append(f"{key:<16}{facts[key]}")
     print("\n".join(lines))
