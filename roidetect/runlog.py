@@ -24,7 +24,7 @@ from typing import Any
 from roidetect import __version__
 from roidetect.volume import split_inner_path, write_json
 
-_LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "h5py", "torch", "monai", "lightning",
+_LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "h5py", "mrcfile", "torch", "monai", "lightning",
               "hydra-core", "safetensors")
 
 
