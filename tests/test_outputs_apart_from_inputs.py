@@ -64,6 +64,20 @@ def test_suggest_into_the_prediction_folder_is_refused(tmp_path: Path, capsys: p
     assert snapshot(pred) == before
 
 
+def test_a_report_whose_figures_folder_is_an_input_is_refused(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """``report.html`` writes its figures to ``report_files/``, which may be the prediction's name."""
+    scan, pred, sites = tmp_path / "scan.tif", tmp_path / "report_files", tmp_path / "sites_files"
+    tifffile.imwrite(scan, np.random.default_rng(0).integers(0, 60000, (32, 32, 32), dtype=np.uint16))
+    assert main(["predict", str(scan), "--voxel-size", "0.05", "--model", "classical", "--out", str(pred), "-q"]) == 0
+    assert main(["suggest", str(pred), "--out", str(sites), "--quiet"]) == 0
+    before = snapshot(tmp_path)
+    for out in ("report.html", "sites.html"):
+        assert main(["report", str(pred), str(sites), "--out", str(tmp_path / out), "--overwrite", "--quiet"]) == 2
+        assert "would replace the input" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
 def test_calibrating_onto_the_calibration_data_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from test_learn import write_tiny_dataset
 

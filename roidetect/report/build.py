@@ -11,13 +11,14 @@ from typing import Any
 import pandas as pd
 
 from roidetect import __version__
-from roidetect.atomic import atomic_dir, atomic_file, check_output_dir
+from roidetect.atomic import atomic_dir, atomic_file, check_output_dir, check_outside_inputs
 from roidetect.errors import UserError
 from roidetect.report import figures, html, tables
 from roidetect.report.html import Section
 from roidetect.report.inputs import Prediction, Sites, load_prediction, load_sites
 from roidetect.report.views import (Box, Focus, Geometry, Planes, choose_focus, display_range, orthogonal_planes,
                                     overlay, z_projection, zoom_window)
+from roidetect.volume import split_inner_path
 
 
 @dataclass
@@ -79,6 +80,9 @@ def write_report(pred_dir: str | os.PathLike, out: str | os.PathLike, sites_dir:
     out = _check_out(Path(out), overwrite)
     check_output_dir(figures_folder(out), overwrite)
     prediction = load_prediction(pred_dir, scan)
+    scan_read = None if prediction.scan is None else split_inner_path(str(prediction.scan.path))[0]
+    for output in (out, figures_folder(out)):
+        check_outside_inputs(output, [pred_dir, sites_dir, scan_read])
     sites = load_sites(sites_dir) if sites_dir is not None else None
     drawn = _Figures()
     sections = _sections(prediction, sites, focus, max_thumbnails, drawn, quiet)
