@@ -194,6 +194,32 @@ def few_values_message(name: str, values: np.ndarray) -> str:
             "not a greyscale scan")
 
 
+def invert(values: Any) -> np.ndarray:
+    """Grey values mirrored within their type: integers bitwise (uint16: x -> 65535 - x,
+    int16: x -> -1 - x), floats negated. The order of values reverses and the robust
+    percentiles swap, so a scan with bright voids and dark solid normalises like a usual one."""
+    values = np.asarray(values)
+    return np.negative(values) if values.dtype.kind == "f" else np.invert(values)
+
+
+class InvertedGrey:
+    """A lazy volume's data read through :func:`invert` (``inference.invert``).
+
+    Parameters
+    ----------
+    data : array-like, shape (Z, Y, X)
+        What a :class:`roidetect.volume.Volume` holds: sliced, it returns numpy arrays.
+    """
+
+    def __init__(self, data: Any) -> None:
+        self._data = data
+        self.shape = tuple(int(s) for s in data.shape)
+        self.dtype = np.dtype(data.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return invert(self._data[key])
+
+
 def normalise(block: np.ndarray, lo: float, hi: float, fill: float | None = None) -> np.ndarray:
     """Map intensities so that ``lo`` -> 0 and ``hi`` -> 1 (float32, not clipped); voxels
     equal to ``fill`` (the scan's fill value, if any) -> 0."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from roidetect.intensity import (FEW_GREY_VALUES, few_grey_values, fill_is_outside_view, find_fill, intensity_levels,
-                                 normalise, robust_range)
+                                 invert, normalise, robust_range)
 
 
 def scan(shape: tuple[int, int, int] = (32, 64, 64), seed: int = 0) -> np.ndarray:
@@ -104,3 +104,21 @@ def test_label_maps_masks_and_constants_have_few_grey_values_and_scans_many() ->
     assert few_grey_values(eight_bit) is None
     ramp = np.broadcast_to(np.arange(FEW_GREY_VALUES + 1, dtype=np.uint8), (4, 4, FEW_GREY_VALUES + 1))
     assert few_grey_values(ramp) is None and few_grey_values(ramp[..., :-1]).size == FEW_GREY_VALUES
+
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float32])
+def test_invert_reverses_the_order_within_the_type_and_undoes_itself(dtype) -> None:
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else np.finfo(dtype)
+    values = np.array([info.min, 7, 100, info.max], dtype=dtype)
+    flipped = invert(values)
+    assert flipped.dtype == values.dtype
+    assert (np.diff(flipped.astype(np.float64)) < 0).all()
+    np.testing.assert_array_equal(invert(flipped), values)
+
+
+def test_an_inverted_scan_normalises_to_one_minus_the_scan() -> None:
+    image = scan()
+    levels = intensity_levels(image, fill=None)
+    flipped = intensity_levels(invert(image), fill=None)
+    np.testing.assert_allclose(normalise(invert(image), *flipped), 1 - normalise(image, *levels), atol=1e-5)

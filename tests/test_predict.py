@@ -227,10 +227,39 @@ def broken_packages(root: Path, package: Path) -> dict[str, Path]:
     return {"no_weights": missing, "mismatched": mismatched}
 
 
+def test_a_scan_with_inverted_contrast_predicts_like_the_usual_one_with_invert(scan: Path, package: Path,
+                                                                             tmp_path: Path) -> None:
+    """Bright voids and dark solid (negative phase contrast): --invert flips the grey values, so
+    the prediction equals the usual scan's; a 0 fill outside the view is still found and set aside."""
+    image = np.pad(open_volume(scan).numpy(), ((0, 0), (16, 16), (16, 16)))
+    negative = np.where(image == 0, 0, 65535 - image).astype(np.uint16)  # the fill stays 0
+    usual = write_tiff(tmp_path / "usual.tif", image, (0.1, 0.1, 0.1))
+    flipped = write_tiff(tmp_path / "negative.tif", negative, (0.1, 0.1, 0.1))
+    for model, settings in (("classical", {"classical": {"block_size": 32}, "detection": {"block_size": 32}}),
+                            (str(package), FAST)):
+        name = Path(model).name
+        expected = predict(usual, tmp_path / f"usual-{name}", model=model, quiet=True, settings=settings)
+        assert main(["predict", str(flipped), "--model", model, "--invert", "--out", str(tmp_path / name), "-q",
+                     *(f"{section}.block_size={value['block_size']}" for section, value in settings.items()
+                       if "block_size" in value),
+                     *(f"inference.{key}={value}" for key, value in settings.get("inference", {}).items())]) == 0
+        got = tmp_path / name
+        np.testing.assert_array_equal(open_volume(got / "labels.tif").numpy(),
+                                      open_volume(expected / "labels.tif").numpy())
+        pd.testing.assert_frame_equal(pd.read_csv(got / "detections.csv"), pd.read_csv(expected / "detections.csv"))
+        run = read_run(got)
+        assert run["parameters"]["inference"]["invert"] is True and run["fill_outside_view"] is True
+    assert len(pd.read_csv(tmp_path / "usual-classical" / "detections.csv").query("`class` == 'pore'")) >= len(PORES)
+    plain = predict(flipped, tmp_path / "not-inverted", model="classical", quiet=True,
+                    settings={"classical": {"block_size": 32}, "detection": {"block_size": 32}})
+    assert not np.array_equal(open_volume(plain / "labels.tif").numpy(),
+                              open_volume(tmp_path / "usual-classical" / "labels.tif").numpy())
+
+
 @pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
                                   "mismatched", "bad_override", "bad_min_score", "bad_window", "bad_fill", "cuda",
                                   "tta_classical", "no_default_model", "too_coarse", "bad_max_coarser", "too_fine",
-                                  "bad_max_finer"])
+                                  "bad_max_finer", "bad_invert"])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,6 +289,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path
         "bad_max_coarser": [str(scan), "--model", str(package), "inference.max_coarser=0.5"],
         "too_fine": [str(scan), "--model", str(package), "--voxel-size", "0.0001"],  # nm taken for um: 1000x finer
         "bad_max_finer": [str(scan), "--model", str(package), "inference.max_finer=none"],
+        "bad_invert": [str(scan), "--model", "classical", "inference.invert=sometimes"],
     }[case]
     out = tmp_path / "out" / "pred"
     assert main(["predict", *args, "--out", str(out), "-q"]) == 2

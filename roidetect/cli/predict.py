@@ -23,6 +23,9 @@ def register(subparsers: Any) -> None:
     add_device(parser, default=None)
     parser.add_argument("--tta", action="store_true", default=None,
                         help="average over flips and record a per-class uncertainty")
+    parser.add_argument("--invert", action="store_true",
+                        help="the scan shows voids bright and particles dark (negative phase contrast, an inverted "
+                             "colour table): flip its grey values first")
     add_voxel_size(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     parser.set_defaults(handler=run)
@@ -33,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from roidetect.inference import predict
 
     settings = compose_config("predict", args.overrides)
+    if args.invert:
+        settings["inference"]["invert"] = True
     predict(args.scan, args.out, model=args.model, device=args.device, tta=args.tta, voxel_size_um=voxel_size(args),
             overwrite=args.overwrite, quiet=args.quiet, settings=settings)
     return 0

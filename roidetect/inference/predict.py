@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,8 +32,9 @@ from roidetect.inference.mapped import with_transient_mapping
 from roidetect.inference.settings import (detection_params, fill_setting, given, load_settings, positive_int,
                                           triplet)
 from roidetect.inference.sources import ClassicalSource, NormalisedReader, blank_outside_view
-from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, few_grey_values, few_values_message,
-                                 fill_is_outside_view, intensity_levels)
+from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, InvertedGrey, few_grey_values,
+                                 few_values_message, fill_is_outside_view, find_fill, intensity_levels, invert,
+                                 sample_voxels)
 from roidetect.runlog import RunLog
 from roidetect.volume import Volume, open_volume, split_inner_path
 
@@ -111,15 +112,20 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
         check_output_dir(out_dir, overwrite)
         volume = with_transient_mapping(volume)
         inputs = [None if volume.path is None else split_inner_path(volume.path)[0]]
+        run_cfg = cfg
+        if cfg["inference"]["invert"] not in (True, False):
+            raise UserError(f"inference.invert={cfg['inference']['invert']}: choose true or false")
+        if cfg["inference"]["invert"]:
+            volume, run_cfg = _invert_contrast(volume, cfg)
         run: ModelRun
         if cfg["model"] == CLASSICAL:
             if cfg["tta"]["enabled"]:
                 raise UserError("--tta applies to networks; the classical model has nothing to average")
-            run = _ClassicalRun(volume, cfg)
+            run = _ClassicalRun(volume, run_cfg)
         else:
             from roidetect.inference.network_run import NetworkRun
 
-            network_run = NetworkRun(volume, cfg)
+            network_run = NetworkRun(volume, run_cfg)
             inputs.append(network_run.package.path)
             run = network_run
         check_outside_inputs(out_dir, inputs)
@@ -166,6 +172,23 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)
     log.info("%d detections found", len(table))
+
+
+def _invert_contrast(volume: Volume, cfg: dict[str, Any]) -> tuple[Volume, dict[str, Any]]:
+    """``inference.invert``: the scan with its grey values flipped (:class:`InvertedGrey`), and
+    the settings with its fill value flipped too.
+
+    The fill value is found in the scan as it is (a fill below the dark phase, which
+    :func:`~roidetect.intensity.find_fill` looks for, would lie above everything once
+    flipped) or is given in the scan's own grey values.
+    """
+    fill = fill_setting(cfg["inference"]["fill_value"])
+    if fill == "auto":
+        fill = find_fill(sample_voxels(volume))
+    if fill is not None:
+        fill = float(invert(np.asarray(fill).astype(volume.dtype)))
+    flipped = replace(volume, data=InvertedGrey(volume.data), details={**volume.details, "inverted": True})
+    return flipped, {**cfg, "inference": {**cfg["inference"], "fill_value": fill}}
 
 
 def _warn_if_not_greyscale(volume: Volume) -> None:
