@@ -9,7 +9,8 @@ Supported inputs
 ----------------
 - multi-page TIFF / BigTIFF, ImageJ hyperstacks and OME-TIFF, compressed or not (``.tif``,
   ``.tiff``, ``.btf``); the voxel size comes from the ImageJ or OME metadata;
-- a folder of 2D TIFF slices, sorted by the numbers in their names;
+- a folder of 2D TIFF slices, sorted by the numbers in their names (a warning when the names
+  follow more than one pattern, or their numbers skip: other images or missing slices);
 - HDF5 (``file.h5:/group/dataset``); voxel size from the dataset attribute
   ``element_size_um`` (Fiji, ilastik), ``voxel_size_um`` or ``spacing_um``;
 - Zarr arrays and OME-Zarr (NGFF 0.4 and 0.5) images (``image.zarr``, ``store.zarr:/path``);
@@ -39,6 +40,8 @@ import numpy as np
 
 from roidetect.atomic import atomic_file
 from roidetect.errors import UserError
+
+log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -363,6 +366,7 @@ def _open_tiff_folder(path: Path) -> Volume:
                    key=_natural_key)
     if not files:
         raise UserError(f"{path}: folder holds no TIFF slices (*.tif, *.tiff)")
+    _warn_about_slice_names(path, [p.name for p in files])
     try:
         with tifffile.TiffFile(files[0]) as tif:
             first = tif.series[0]
@@ -398,6 +402,36 @@ class _TiffSliceFolder:
                                 f"has {self.shape[1:]}; all slices must match")
             planes.append(plane[rest])
         return _stack(planes, zsel, self.shape, rest, self.dtype)
+
+
+def _warn_about_slice_names(folder: Path, names: list[str]) -> None:
+    """Warn when a folder's slice names suggest two series or missing slices.
+
+    Names are compared with their numbers replaced by ``#``: more than one pattern
+    (``slice_#.tif`` beside ``mask_#.tif``) means other images are stacked in with the slices.
+    Within one pattern, slice numbers that step unevenly (``57, 58, 60``) mean a slice is
+    missing, so every slice after it sits one slice off in z.
+    """
+    patterns: dict[str, int] = {}
+    for name in names:
+        pattern = re.sub(r"\d+", "#", name)
+        patterns[pattern] = patterns.get(pattern, 0) + 1
+    if len(patterns) > 1:
+        listing = ", ".join(f"{p} ({n})" for p, n in sorted(patterns.items(), key=lambda item: -item[1])[:4])
+        log.warning("%s: the slices are named in %d patterns: %s; are other images in the folder? They are "
+                    "stacked in as slices", folder, len(patterns), listing)
+        return
+    numbers = [int(re.findall(r"\d+", name)[-1]) for name in names if re.search(r"\d", name)]
+    if len(numbers) < 3 or len(numbers) != len(names):
+        return
+    steps = np.diff(numbers)
+    usual = int(np.median(steps))
+    jumps = np.flatnonzero(steps != usual)
+    if usual > 0 and len(jumps):
+        first = int(jumps[0])
+        log.warning("%s: slice numbers step by %d but go from %d to %d%s; if slices are missing, the z positions "
+                    "after a gap are off by the slices missing", folder, usual, numbers[first], numbers[first + 1],
+                    f" (and {len(jumps) - 1} more uneven steps)" if len(jumps) > 1 else "")
 
 
 def _natural_key(path: Path) -> list[Any]:

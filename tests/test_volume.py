@@ -275,3 +275,24 @@ def test_write_json_atomic_and_numpy_aware(tmp_path):
     write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(3)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": [0, 1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("names, warning", [
+    ([f"slice_{i:04d}.tif" for i in range(8)], None),
+    ([f"slice_{i}.tif" for i in range(0, 16, 2)], None),  # every other slice saved, evenly
+    ([f"slice_{i:04d}.tif" for i in (0, 1, 2, 3, 5, 6, 7, 8)], "go from 3 to 5"),
+    ([f"slice_{i:04d}.tif" for i in range(4)] + [f"mask_{i:04d}.tif" for i in range(4)], "2 patterns"),
+])
+def test_slice_folders_with_missing_or_foreign_slices_warn(tmp_path, caplog, names, warning):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for name in names:
+        tifffile.imwrite(folder / name, np.zeros((4, 5), np.uint16))
+    with caplog.at_level("WARNING", logger="roidetect.volume"):
+        volume = open_volume(folder, voxel_size_um=0.05)
+    assert volume.shape == (len(names), 4, 5)
+    messages = [r.getMessage() for r in caplog.records if r.name == "roidetect.volume"]
+    if warning is None:
+        assert not messages
+    else:
+        assert len(messages) == 1 and warning in messages[0] and str(folder) in messages[0]
