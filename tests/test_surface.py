@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from roidetect.surface import depth_below_surface, solid_threshold, surface_from_mask, surface_from_scan
+from roidetect.surface import (depth_below_surface, empty_layers_um, solid_threshold, surface_from_mask, surface_from_scan,
+                               upside_down_message)
 from roidetect.volume import Volume
 
 SPACING = (0.1, 0.05, 0.05)
@@ -111,3 +114,21 @@ def test_wide_windows_estimate_the_local_percentile_of_the_exact_filter() -> Non
                                   ndimage.percentile_filter(height, 20, size=narrow, mode="nearest"))
     np.testing.assert_allclose(local_percentile(np.full((50, 70), 7.5, np.float32), 20, (401, 401)), 7.5)
     np.testing.assert_allclose(local_percentile(np.full((3, 70), 7.5, np.float32), 20, (2001, 2001)), 7.5)
+
+
+def test_a_scan_stored_upside_down_is_flagged_and_one_the_right_way_up_is_not(scan, tmp_path):
+    image, top = scan  # about 2 um of void above the surface
+    right_way = Volume.from_array(image, SPACING)
+    first, last = empty_layers_um(right_way)
+    assert first == pytest.approx(float(np.median(top)) * SPACING[0], abs=0.2) and last < 0.2
+    assert upside_down_message(right_way) is None
+    assert upside_down_message(Volume.from_array(np.full_like(image, 3000), SPACING)) is None  # all material
+    assert upside_down_message(Volume.from_array(image[40:], SPACING)) is None  # a block inside the coating
+
+    from roidetect.inference import predict
+    from roidetect.volume import write_tiff
+
+    flipped = write_tiff(tmp_path / "flipped.tif", image[::-1].copy(), SPACING)
+    out = predict(flipped, tmp_path / "pred", model="classical", quiet=True)
+    warnings = json.loads((out / "run.json").read_text())["warnings"]
+    assert len(warnings) == 1 and "upside down" in warnings[0] and "flipped.tif" in warnings[0]

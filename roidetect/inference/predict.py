@@ -143,7 +143,7 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                       scan_info: dict[str, Any], chunks: tuple[int, int, int], detect_blocks: tuple[int, int, int],
                       quiet: bool) -> None:
     from roidetect.detect import detect
-    from roidetect.surface import surface_from_scan
+    from roidetect.surface import surface_from_scan, upside_down_message
 
     fill = run.intensity.fill
     outside_view = fill is not None and fill_is_outside_view(volume, fill)
@@ -157,6 +157,9 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
     with record.step("surface"):
         surface = surface_from_scan(volume, smooth_um=float(cfg["surface"]["smooth_um"]), progress=not quiet,
                                     fill=fill)
+        upside_down = upside_down_message(volume, fill)
+        if upside_down:
+            log.warning(upside_down)
         outputs.write_surface(out / outputs.SURFACE, surface + np.float32(volume.origin_um[0]), volume.spacing_um)
     with record.step("detect"):
         instances, labels = outputs.create_label_outputs(out, volume.shape, volume.spacing_um, volume.origin_um, chunks)
