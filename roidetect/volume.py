@@ -410,7 +410,8 @@ def _warn_about_slice_names(folder: Path, names: list[str]) -> None:
     Names are compared with their numbers replaced by ``#``: more than one pattern
     (``slice_#.tif`` beside ``mask_#.tif``) means other images are stacked in with the slices.
     Within one pattern, slice numbers that step unevenly (``57, 58, 60``) mean a slice is
-    missing, so every slice after it sits one slice off in z.
+    missing, so every slice after it sits one slice off in z. The slice number is the first
+    number that differs between names (``slice_0001_z=0.0100um.tif``: 0001, not 0100).
     """
     patterns: dict[str, int] = {}
     for name in names:
@@ -421,9 +422,11 @@ def _warn_about_slice_names(folder: Path, names: list[str]) -> None:
         log.warning("%s: the slices are named in %d patterns: %s; are other images in the folder? They are "
                     "stacked in as slices", folder, len(patterns), listing)
         return
-    numbers = [int(re.findall(r"\d+", name)[-1]) for name in names if re.search(r"\d", name)]
-    if len(numbers) < 3 or len(numbers) != len(names):
+    groups = [re.findall(r"\d+", name) for name in names]  # one pattern: as many numbers in every name
+    varying = [i for i in range(len(groups[0])) if len({g[i] for g in groups}) > 1]
+    if len(names) < 3 or not varying:
         return
+    numbers = [int(g[varying[0]]) for g in groups]  # the number the names are sorted by
     steps = np.diff(numbers)
     usual = int(np.median(steps))
     jumps = np.flatnonzero(steps != usual)

@@ -281,6 +281,8 @@ def test_write_json_atomic_and_numpy_aware(tmp_path):
     ([f"slice_{i:04d}.tif" for i in range(8)], None),
     ([f"slice_{i}.tif" for i in range(0, 16, 2)], None),  # every other slice saved, evenly
     ([f"slice_{i:04d}.tif" for i in (0, 1, 2, 3, 5, 6, 7, 8)], "go from 3 to 5"),
+    ([f"slice_{i:04d}_z={i * 0.3:.4f}um.tif" for i in range(8)], None),  # the position's digits step unevenly
+    ([f"scan2_slice_{i:04d}.tif" for i in (0, 1, 2, 4, 5)], "go from 2 to 4"),
     ([f"slice_{i:04d}.tif" for i in range(4)] + [f"mask_{i:04d}.tif" for i in range(4)], "2 patterns"),
 ])
 def test_slice_folders_with_missing_or_foreign_slices_warn(tmp_path, caplog, names, warning):
