@@ -599,7 +599,7 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     UserError
         A missing file, or a truth whose shape differs from the prediction's.
     """
-    from roidetect.volume import open_volume
+    from roidetect.volume import as_predicted, open_volume
 
     folder = Path(pred_dir)
     if not folder.is_dir():
@@ -609,8 +609,10 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
             raise UserError(f"{folder}: missing {name}; give the --out folder of 'roidetect predict'")
     pred_instances = open_volume(folder / PREDICTION_INSTANCES)
     pred_labels = open_volume(folder / PREDICTION_LABELS, pred_instances.spacing_um)
-    true_labels = open_volume(truth, pred_instances.spacing_um)
-    true_instances = None if instances is None else open_volume(instances, pred_instances.spacing_um)
+    scan_info = _read_run(folder).get("scan")  # a prediction of a region scores that region of the truth
+    true_labels = as_predicted(open_volume(truth, pred_instances.spacing_um), scan_info)
+    true_instances = None if instances is None else as_predicted(open_volume(instances, pred_instances.spacing_um),
+                                                                 scan_info)
     for volume in (pred_labels, true_labels, true_instances):
         if volume is not None and volume.shape != pred_instances.shape:
             raise UserError(f"{volume.name} has shape {volume.shape} but the prediction {folder} has "
@@ -628,14 +630,20 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     return result
 
 
-def _prediction_min_volumes(folder: Path) -> dict[str, float] | None:
-    """The per-class minimum detection volumes a prediction ran with (its run.json), if recorded."""
+def _read_run(folder: Path) -> dict[str, Any]:
+    """A prediction's run.json; empty when it is missing or unreadable."""
     import json
 
     try:
-        detection = json.loads((folder / "run.json").read_text()).get("detection") or {}
+        run = json.loads((folder / "run.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
+def _prediction_min_volumes(folder: Path) -> dict[str, float] | None:
+    """The per-class minimum detection volumes a prediction ran with (its run.json), if recorded."""
+    detection = _read_run(folder).get("detection") or {}
     minimum = detection.get("min_volume_um3")
     return {str(k): float(v) for k, v in minimum.items()} if isinstance(minimum, dict) else None
 

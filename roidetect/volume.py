@@ -147,6 +147,93 @@ class Volume:
         """Return the same volume with another voxel size (the data are not resampled)."""
         return replace(self, spacing_um=_as_spacing(spacing_um, self.name))
 
+    def crop(self, box: tuple[slice, slice, slice]) -> Volume:
+        """A box of the volume, read lazily through it, placed where it lies (``origin_um``).
+
+        Parameters
+        ----------
+        box : (3,) slices
+            ``slice(start, stop)`` along z, y, x in voxels, within the shape (:func:`parse_region`).
+        """
+        start = tuple(int(b.start) for b in box)
+        origin = tuple(o + i * s for o, i, s in zip(self.origin_um, start, self.spacing_um))
+        return replace(self, data=_Box(self.data, box), origin_um=origin)  # type: ignore[arg-type]
+
+
+class _Box:
+    """A box of a lazy array (``Volume.crop``); keys are slices with positive steps or integers."""
+
+    def __init__(self, data: LazyArray, box: tuple[slice, slice, slice]) -> None:
+        self._data = data
+        self._start = tuple(int(b.start) for b in box)
+        self.shape = tuple(int(b.stop) - int(b.start) for b in box)
+        self.dtype = np.dtype(data.dtype)
+
+    def __getitem__(self, key: Any) -> Any:
+        inner: list[Any] = []
+        for k, start, n in zip(_expand_key(key, len(self.shape)), self._start, self.shape):
+            if isinstance(k, slice):
+                first, stop, step = k.indices(n)
+                if step < 0:
+                    raise IndexError("a cropped volume reads with positive steps only")
+                inner.append(slice(start + first, start + max(first, stop), step))
+            elif isinstance(k, (int, np.integer)) and -n <= int(k) < n:
+                inner.append(start + int(k) % n)
+            else:
+                raise IndexError(f"index {k!r} of a cropped volume of shape {self.shape}")
+        return self._data[tuple(inner)]
+
+
+def as_predicted(volume: Volume, scan_info: Any) -> Volume:
+    """The part of a whole-scan volume (the scan, a truth) that a prediction covers.
+
+    Parameters
+    ----------
+    volume : Volume
+        A volume on the scan's grid.
+    scan_info : mapping
+        The ``scan`` entry of the prediction's ``run.json``; ``region_zyx`` (``[start, stop]``
+        voxels per axis) and ``scan_shape_zyx`` are there when ``predict --region`` ran.
+
+    Returns
+    -------
+    Volume
+        ``volume`` cropped to the region when it has the whole scan's shape, else unchanged.
+    """
+    region = scan_info.get("region_zyx") if isinstance(scan_info, dict) else None
+    if not region or list(volume.shape) != list(scan_info.get("scan_shape_zyx") or []):
+        return volume
+    return volume.crop(tuple(slice(int(start), int(stop)) for start, stop in region))  # type: ignore[arg-type]
+
+
+def parse_region(text: str, shape: Sequence[int]) -> tuple[slice, slice, slice]:
+    """The box ``"z0:z1,y0:y1,x0:x1"`` (voxels, Python slice bounds) of a volume of ``shape``.
+
+    A bound left out is the volume's edge and a negative one counts from the end, as in
+    Python: ``":,100:612,-512:"``.
+
+    Raises
+    ------
+    UserError
+        Not three ``start:stop`` ranges of integers, or a range that is empty within ``shape``.
+    """
+    parts = str(text).replace(" ", "").split(",")
+    if len(parts) != 3 or any(part.count(":") != 1 for part in parts):
+        raise UserError(f"--region {text}: give three ranges z0:z1,y0:y1,x0:x1 in voxels, e.g. 0:128,:,256:")
+    box = []
+    for part, n, axis in zip(parts, shape, "zyx"):
+        try:
+            bounds = [int(b) if b else None for b in part.split(":")]
+        except ValueError:
+            raise UserError(f"--region {text}: {part!r} is not start:stop in whole voxels") from None
+        if any(b is not None and not -int(n) <= b <= int(n) for b in bounds):
+            raise UserError(f"--region {text}: {axis} range {part} reaches beyond the scan's {n} voxels along {axis}")
+        start, stop, _ = slice(*bounds).indices(int(n))
+        if stop <= start:
+            raise UserError(f"--region {text}: {axis} range {part} holds no voxel of the scan's {n}")
+        box.append(slice(start, stop))
+    return box[0], box[1], box[2]
+
 
 # ---------------------------------------------------------------------------- opening
 
@@ -691,14 +778,19 @@ def _unit_factor(unit: str | None) -> float | None:
     return _UNIT_TO_UM.get(key)
 
 
-def _split_key(key: Any, shape: tuple[int, ...]) -> tuple[range | list[int], tuple[Any, ...]]:
-    """Split an index into the z positions to read and the in-plane index."""
+def _expand_key(key: Any, ndim: int) -> tuple[Any, ...]:
+    """An index as one entry per axis: the Ellipsis expanded, missing axes taken whole."""
     if not isinstance(key, tuple):
         key = (key,)
     if any(k is Ellipsis for k in key):
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
-    key = tuple(key) + (slice(None),) * (len(shape) - len(key))
+        key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1:]
+    return tuple(key) + (slice(None),) * (ndim - len(key))
+
+
+def _split_key(key: Any, shape: tuple[int, ...]) -> tuple[range | list[int], tuple[Any, ...]]:
+    """Split an index into the z positions to read and the in-plane index."""
+    key = _expand_key(key, len(shape))
     zkey, rest = key[0], key[1:]
     if isinstance(zkey, slice):
         return range(*zkey.indices(shape[0])), rest

@@ -256,10 +256,46 @@ def test_a_scan_with_inverted_contrast_predicts_like_the_usual_one_with_invert(s
                               open_volume(tmp_path / "usual-classical" / "labels.tif").numpy())
 
 
+def test_a_region_is_predicted_in_scan_coordinates_and_scored_and_drawn_as_that_region(scan: Path,
+                                                                                      tmp_path: Path) -> None:
+    from roidetect.evaluate import evaluate_prediction
+    from roidetect.report.inputs import load_prediction
+
+    settings = {"classical": {"block_size": 32}, "detection": {"block_size": 32}}
+    whole = predict(scan, tmp_path / "whole", model="classical", quiet=True, settings=settings)
+    assert main(["predict", str(scan), "--model", "classical", "--region", "8:,20:,-32:", "--out",
+                 str(tmp_path / "region"), "-q", "classical.block_size=32", "detection.block_size=32"]) == 0
+    region = tmp_path / "region"
+    info = read_run(region)["scan"]
+    assert info["region_zyx"] == [[8, 40], [20, 48], [16, 48]] and info["scan_shape_zyx"] == [40, 48, 48]
+    assert info["shape_zyx"] == [32, 28, 32] and info["origin_um"] == pytest.approx([0.8, 2.0, 1.6])
+    assert read_run(whole)["scan"]["region_zyx"] is None
+    # normalised and surfaced as in the whole scan: the same levels, the same surface over the region
+    assert read_run(region)["intensity_range"] == read_run(whole)["intensity_range"]
+    np.testing.assert_allclose(tifffile.imread(region / "surface.tif"),
+                               tifffile.imread(whole / "surface.tif")[20:, 16:], atol=1e-5)
+    # the two pores wholly inside the region, in scan coordinates (um; voxels count from the region's start)
+    found = pd.read_csv(region / "detections.csv").query("`class` == 'pore'")
+    for cz, cy, cx, _ in PORES[1:]:
+        distance = np.sqrt((found["z_um"] - 0.1 * cz) ** 2 + (found["y_um"] - 0.1 * cy) ** 2
+                           + (found["x_um"] - 0.1 * cx) ** 2)
+        assert (distance < 0.2).sum() == 1, f"pore at {(cz, cy, cx)}"
+        inside = found[distance < 0.2].iloc[0]
+        assert (inside["z"], inside["y"], inside["x"]) == pytest.approx((cz - 8, cy - 20, cx - 16), abs=2.0)
+    # the whole scan's truth is cut to the region to score it, and the report draws the region of the scan
+    truth = write_tiff(tmp_path / "truth.tif", open_volume(whole / "labels.tif").numpy(), (0.1, 0.1, 0.1))
+    scores = evaluate_prediction(region, truth)
+    assert scores["shape_zyx"] == [32, 28, 32]
+    drawn = load_prediction(region)
+    assert drawn.scan is not None and drawn.scan.shape == (32, 28, 32)
+    np.testing.assert_array_equal(drawn.scan[0], open_volume(scan)[8, 20:, 16:])
+
+
 @pytest.mark.parametrize("case", ["no_scan", "image_2d", "no_voxel_size", "unknown_model", "no_weights",
                                   "mismatched", "bad_override", "bad_min_score", "bad_window", "bad_fill", "cuda",
                                   "tta_classical", "no_default_model", "too_coarse", "bad_max_coarser", "too_fine",
-                                  "bad_max_finer", "bad_invert"])
+                                  "bad_max_finer", "bad_invert", "bad_region",
+                                  "region_outside"])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path, package: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,6 +326,8 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(case: str, scan: Path
         "too_fine": [str(scan), "--model", str(package), "--voxel-size", "0.0001"],  # nm taken for um: 1000x finer
         "bad_max_finer": [str(scan), "--model", str(package), "inference.max_finer=none"],
         "bad_invert": [str(scan), "--model", "classical", "inference.invert=sometimes"],
+        "bad_region": [str(scan), "--model", "classical", "--region", "0:8,0:8"],
+        "region_outside": [str(scan), "--model", "classical", "--region", "0:8,0:8,40:100"],  # x holds 48
     }[case]
     out = tmp_path / "out" / "pred"
     assert main(["predict", *args, "--out", str(out), "-q"]) == 2

@@ -19,6 +19,7 @@ from roidetect.volume import (
     create_ome_zarr,
     create_tiff,
     open_volume,
+    parse_region,
     split_inner_path,
     value_range,
     write_json,
@@ -298,3 +299,24 @@ def test_slice_folders_with_missing_or_foreign_slices_warn(tmp_path, caplog, nam
         assert not messages
     else:
         assert len(messages) == 1 and warning in messages[0] and str(folder) in messages[0]
+
+
+def test_a_cropped_volume_reads_its_box_and_lies_where_the_box_does(small_scan):
+    volume = Volume.from_array(small_scan, SPACING, origin_um=(1.0, 2.0, 3.0))
+    box = parse_region("4:20, :30, -16:", volume.shape)
+    assert box == (slice(4, 20), slice(0, 30), slice(32, 48))
+    crop = volume.crop(box)
+    expected = small_scan[4:20, :30, -16:]
+    assert crop.shape == expected.shape and crop.dtype == small_scan.dtype
+    assert crop.origin_um == pytest.approx((1.0 + 4 * SPACING[0], 2.0, 3.0 + 32 * SPACING[2]))
+    for key in (..., 3, -1, (slice(2, 9, 3), 5), (slice(None), slice(-4, None), 0), (slice(5, 5),)):
+        np.testing.assert_array_equal(crop[key], expected[key], err_msg=str(key))
+    np.testing.assert_array_equal(crop.crop(parse_region("1:3,2:4,:", crop.shape)).numpy(), expected[1:3, 2:4])
+
+
+@pytest.mark.parametrize("text, message", [("0:4,0:4", "three ranges"), ("0:4,a:,:", "whole voxels"),
+                                           ("4:4,:,:", "holds no voxel"), ("0:40,:,:", "reaches beyond"),
+                                           ("0:4:2,:,:", "three ranges")])
+def test_bad_regions_are_refused_with_what_is_wrong(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_region(text, (32, 40, 48))

@@ -23,6 +23,9 @@ def register(subparsers: Any) -> None:
     add_device(parser, default=None)
     parser.add_argument("--tta", action="store_true", default=None,
                         help="average over flips and record a per-class uncertainty")
+    parser.add_argument("--region", metavar="Z0:Z1,Y0:Y1,X0:X1",
+                        help="predict only this box of the scan, in voxels (Python ranges: ':,100:612,-512:'); "
+                             "outputs keep the scan's coordinates")
     parser.add_argument("--invert", action="store_true",
                         help="the scan shows voids bright and particles dark (negative phase contrast, an inverted "
                              "colour table): flip its grey values first")
@@ -39,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     if args.invert:
         settings["inference"]["invert"] = True
     predict(args.scan, args.out, model=args.model, device=args.device, tta=args.tta, voxel_size_um=voxel_size(args),
-            overwrite=args.overwrite, quiet=args.quiet, settings=settings)
+            overwrite=args.overwrite, quiet=args.quiet, settings=settings, region=args.region)
     return 0

@@ -30,12 +30,15 @@ class NetworkRun:
     Parameters
     ----------
     volume : Volume
-        The scan.
+        The scan, or the region of it to predict.
     cfg : dict
         Resolved ``predict.yaml`` settings (``model``, ``device``, ``tta``, ``inference``).
+    whole : Volume, optional
+        The whole scan when ``volume`` is a region of it: its grey values set the
+        normalisation, so that a region is normalised as the scan is.
     """
 
-    def __init__(self, volume: Volume, cfg: dict[str, Any]) -> None:
+    def __init__(self, volume: Volume, cfg: dict[str, Any], whole: Volume | None = None) -> None:
         from roidetect.learn.bundle import load_package, sliding_window_of
 
         self.volume = volume
@@ -67,7 +70,7 @@ class NetworkRun:
         network = use_cpu_kernels(self.package.network) if self.cpu_kernels else self.package.network
         self.model = WindowModel(network, self.plan.scale, divisor, self.precision,
                                  _channels_last(settings["channels_last"], self.precision, self.cpu_kernels), variants)
-        self.intensity = intensity_levels(volume, percentiles, fill_setting(settings["fill_value"]))
+        self.intensity = intensity_levels(whole or volume, percentiles, fill_setting(settings["fill_value"]))
         self.calibration_mode, self.calibration, card_detection = _calibration_for_mode(
             card, bool(cfg["tta"]["enabled"]), self.package.path)
         self.detection = detection_params(card_detection, cfg["detection"])

@@ -36,7 +36,7 @@ from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, InvertedG
                                  few_values_message, fill_is_outside_view, find_fill, intensity_levels, invert,
                                  sample_voxels)
 from roidetect.runlog import RunLog
-from roidetect.volume import Volume, open_volume, split_inner_path
+from roidetect.volume import Volume, open_volume, parse_region, split_inner_path
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ class ModelRun(Protocol):
 
 def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model: str | os.PathLike | None = None,
             device: str | None = None, tta: bool | None = None, voxel_size_um: float | Sequence[float] | None = None,
-            overwrite: bool = False, quiet: bool = False, settings: Mapping[str, Any] | None = None) -> Path:
+            overwrite: bool = False, quiet: bool = False, settings: Mapping[str, Any] | None = None,
+            region: str | None = None) -> Path:
     """Segment a scan and write its prediction folder.
 
     Parameters
@@ -87,6 +88,10 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
         No progress bars.
     settings : mapping, optional
         Overrides of ``configs/predict.yaml``, nested like the file.
+    region : str, optional
+        Predict only this box of the scan, ``"z0:z1,y0:y1,x0:x1"`` in scan voxels
+        (:func:`roidetect.volume.parse_region`); default ``settings["region"]`` (the whole scan).
+        Outputs keep scan coordinates; the normalisation and the surface come from the whole scan.
 
     Returns
     -------
@@ -104,6 +109,7 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
     cfg["model"] = str(model) if model is not None else str(cfg["model"])
     cfg["device"] = device if device is not None else cfg["device"]
     cfg["tta"]["enabled"] = bool(tta) if tta is not None else bool(cfg["tta"]["enabled"])
+    cfg["region"] = region if region is not None else cfg.get("region")
     record = RunLog("predict", cfg)
     with record.collecting_warnings():
         volume = scan if isinstance(scan, Volume) else open_volume(scan, voxel_size_um)
@@ -117,36 +123,47 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
             raise UserError(f"inference.invert={cfg['inference']['invert']}: choose true or false")
         if cfg["inference"]["invert"]:
             volume, run_cfg = _invert_contrast(volume, cfg)
+        whole = volume
+        box = None if cfg["region"] is None else parse_region(cfg["region"], whole.shape)
+        if box is not None:
+            volume = whole.crop(box)
         run: ModelRun
         if cfg["model"] == CLASSICAL:
             if cfg["tta"]["enabled"]:
                 raise UserError("--tta applies to networks; the classical model has nothing to average")
-            run = _ClassicalRun(volume, run_cfg)
+            run = _ClassicalRun(volume, run_cfg, whole)
         else:
             from roidetect.inference.network_run import NetworkRun
 
-            network_run = NetworkRun(volume, run_cfg)
+            network_run = NetworkRun(volume, run_cfg, whole)
             inputs.append(network_run.package.path)
             run = network_run
         check_outside_inputs(out_dir, inputs)
         _warn_if_not_greyscale(volume)
         chunks = triplet(cfg["output"]["chunks"], "output.chunks")
         detect_blocks = triplet(cfg["detection"]["block_size"], "detection.block_size")
-        scan_info = _scan_info(volume, record, scan)
+        scan_info = _scan_info(volume, record, scan, whole, box)
         with atomic_dir(out_dir, overwrite) as tmp:
-            _write_prediction(tmp, volume, cfg, run, record, scan_info, chunks, detect_blocks, quiet)
+            _write_prediction(tmp, volume, whole, box, cfg, run, record, scan_info, chunks, detect_blocks, quiet)
     log.info("prediction written to %s", out_dir)
     return Path(out_dir)
 
 
-def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: ModelRun, record: RunLog,
-                      scan_info: dict[str, Any], chunks: tuple[int, int, int], detect_blocks: tuple[int, int, int],
-                      quiet: bool) -> None:
+def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice, slice, slice] | None,
+                      cfg: dict[str, Any], run: ModelRun, record: RunLog, scan_info: dict[str, Any],
+                      chunks: tuple[int, int, int], detect_blocks: tuple[int, int, int], quiet: bool) -> None:
+    """Fill the prediction folder ``out`` for ``volume``: the whole scan, or its ``box`` of ``whole``.
+
+    The surface of a region is found in the whole scan's columns above it, so depths count
+    from the sample's top, not from the region's first slice.
+    """
     from roidetect.detect import detect
     from roidetect.surface import surface_from_scan, upside_down_message
 
     fill = run.intensity.fill
-    outside_view = fill is not None and fill_is_outside_view(volume, fill)
+    outside_view = fill is not None and fill_is_outside_view(whole, fill)
+    smooth_um = float(cfg["surface"]["smooth_um"])
+    columns, inside = _columns_above(whole, box, smooth_um)
     with record.step("inference"):
         source = run.source()
         writer = outputs.ProbabilityWriter(out, volume.shape, volume.spacing_um, volume.origin_um,
@@ -155,9 +172,9 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
             for result in source.blocks(bar.update):
                 writer.write(blank_outside_view(result, volume, fill) if outside_view else result)
     with record.step("surface"):
-        surface = surface_from_scan(volume, smooth_um=float(cfg["surface"]["smooth_um"]), progress=not quiet,
-                                    fill=fill)
-        upside_down = upside_down_message(volume, fill)
+        surface = surface_from_scan(columns, smooth_um=smooth_um, progress=not quiet, fill=fill)[inside]
+        surface -= np.float32(volume.origin_um[0] - whole.origin_um[0])  # from the region's first slice
+        upside_down = upside_down_message(columns, fill)
         if upside_down:
             log.warning(upside_down)
         outputs.write_surface(out / outputs.SURFACE, surface + np.float32(volume.origin_um[0]), volume.spacing_um)
@@ -175,6 +192,22 @@ def _write_prediction(out: Path, volume: Volume, cfg: dict[str, Any], run: Model
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
     record.write(out)
     log.info("%d detections found", len(table))
+
+
+def _columns_above(whole: Volume, box: tuple[slice, slice, slice] | None,
+                   smooth_um: float) -> tuple[Volume, tuple[slice, slice]]:
+    """The whole scan's full-depth columns over a region, widened by the surface's smoothing
+    window (so that the region's edges are smoothed as in the whole scan), and where the
+    region's own columns lie among them (y, x)."""
+    if box is None:
+        return whole, (slice(None), slice(None))
+    wide, inside = [slice(0, whole.shape[0])], []
+    for axis in (1, 2):
+        pad = int(np.ceil(smooth_um / whole.spacing_um[axis]))
+        start, stop = max(box[axis].start - pad, 0), min(box[axis].stop + pad, whole.shape[axis])
+        wide.append(slice(start, stop))
+        inside.append(slice(box[axis].start - start, box[axis].stop - start))
+    return whole.crop((wide[0], wide[1], wide[2])), (inside[0], inside[1])
 
 
 def _invert_contrast(volume: Volume, cfg: dict[str, Any]) -> tuple[Volume, dict[str, Any]]:
@@ -219,15 +252,21 @@ def _beside_fill(volume: Volume, instances: Any, fill: float, block_shape: tuple
     return np.array(sorted(found), dtype=np.int64)
 
 
-def _scan_info(volume: Volume, record: RunLog, scan: Any) -> dict[str, Any]:
-    """The ``scan`` entry of run.json (and detections.json); checksums the scan's file."""
+def _scan_info(volume: Volume, record: RunLog, scan: Any, whole: Volume,
+               box: tuple[slice, slice, slice] | None) -> dict[str, Any]:
+    """The ``scan`` entry of run.json (and detections.json); checksums the scan's file.
+
+    Shape and origin are those of what was predicted (``volume``); with ``--region`` also the
+    box (``region_zyx``: [start, stop) voxels of the scan) and the whole scan's shape.
+    """
     sha256 = None
     if not isinstance(scan, Volume) and volume.path is not None:
         record.add_input("scan", volume.path)
         sha256 = record.data["inputs"]["scan"]["sha256"]
     return {"path": volume.path, "shape_zyx": list(volume.shape), "voxel_size_um": list(volume.spacing_um),
             "origin_um": list(volume.origin_um), "dtype": str(volume.dtype), "format": volume.format,
-            "sha256": sha256}
+            "sha256": sha256, "region_zyx": None if box is None else [[b.start, b.stop] for b in box],
+            "scan_shape_zyx": list(whole.shape)}
 
 
 class _ClassicalRun:
@@ -236,7 +275,8 @@ class _ClassicalRun:
     with_uncertainty = False
     calibration = None
 
-    def __init__(self, volume: Volume, cfg: dict[str, Any]) -> None:
+    def __init__(self, volume: Volume, cfg: dict[str, Any], whole: Volume | None = None) -> None:
+        """``whole``: the whole scan when ``volume`` is a region of it; it sets the levels."""
         from roidetect.classical import ClassicalParams, fit_levels
 
         self.volume = volume
@@ -250,9 +290,10 @@ class _ClassicalRun:
             except (TypeError, ValueError) as exc:
                 raise UserError(f"classical.{key}={value}: not a valid value ({exc})") from exc
         params = ClassicalParams.from_mapping(chosen)
-        self.intensity = intensity_levels(volume, DEFAULT_PERCENTILES, fill_setting(cfg["inference"]["fill_value"]))
+        levels_from = whole or volume
+        self.intensity = intensity_levels(levels_from, DEFAULT_PERCENTILES, fill_setting(cfg["inference"]["fill_value"]))
         fit = "void_level" not in chosen and "solid_level" not in chosen
-        self.params = fit_levels(volume, params, self.intensity) if fit else params
+        self.params = fit_levels(levels_from, params, self.intensity) if fit else params
         self.detection = detection_params(None, cfg["detection"])
 
     def source(self) -> ClassicalSource:

@@ -109,7 +109,8 @@ def _check_out(out: Path, overwrite: bool) -> Path:
 
 def _sections(prediction: Prediction, sites: Sites | None, focus_spec: str | None, max_thumbnails: int,
               drawn: _Figures, quiet: bool) -> list[Section]:
-    geometry = Geometry.of(prediction.labels)
+    region = (prediction.run.get("scan") or {}).get("region_zyx") or [[0, 0]] * 3
+    geometry = Geometry.of(prediction.labels, [start for start, _ in region])
     table = sites.table if sites is not None else None
     focus = choose_focus(geometry, prediction.detections, table, focus_spec)
     lo, hi = display_range(prediction.scan)

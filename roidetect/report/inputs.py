@@ -19,7 +19,7 @@ import pandas as pd
 
 from roidetect.errors import UserError
 from roidetect.runlog import made_by_other_command
-from roidetect.volume import Volume, open_volume, split_inner_path
+from roidetect.volume import Volume, as_predicted, open_volume, split_inner_path
 
 PREDICTION_FILES = ("run.json", "detections.csv", "labels.tif")
 """Files a folder must hold to be read as a prediction folder."""
@@ -123,7 +123,7 @@ def load_prediction(folder: str | os.PathLike, scan: str | os.PathLike | None = 
     detections = read_table(folder / "detections.csv", DETECTION_COLUMNS)
     surface = _read_surface(folder / "surface.tif", labels.shape)
     candidates = [str(scan)] if scan is not None else scan_candidates(run, folder)
-    scan_volume, note = _open_scan(candidates, labels)
+    scan_volume, note = _open_scan(candidates, labels, scan_info)
     return Prediction(folder, run, detections, labels, surface, scan_volume, note)
 
 
@@ -214,14 +214,17 @@ def scan_candidates(run: dict[str, Any], folder: Path) -> list[str]:
     return list(dict.fromkeys(candidates))
 
 
-def _open_scan(candidates: list[str], labels: Volume) -> tuple[Volume | None, str]:
-    """The first candidate that opens, as a lazy Volume with the labels' geometry; else None and why."""
+def _open_scan(candidates: list[str], labels: Volume, scan_info: dict[str, Any]) -> tuple[Volume | None, str]:
+    """The first candidate that opens, as a lazy Volume with the labels' geometry; else None and why.
+
+    A prediction of a region (``predict --region``) draws the same region of the scan.
+    """
     if not candidates:
         return None, "run.json names no scan (scan.path); pass --scan to show it"
     reasons = []
     for candidate in candidates:
         try:
-            scan = open_volume(candidate, labels.spacing_um)
+            scan = as_predicted(open_volume(candidate, labels.spacing_um), scan_info)
         except UserError as exc:
             reasons.append(str(exc))
             continue

@@ -85,6 +85,8 @@ def summary(prediction: Prediction, sites: Sites | None) -> str:
         ("voxel size (z y x)", f"{dz:g} x {dy:g} x {dx:g} µm"),
         ("physical size", " x ".join(f"{v:.4g}" for v in size) + " µm"),
         ("origin (z y x)", f"{oz:g}, {oy:g}, {ox:g} µm"),
+        *([("region of the scan (voxels)", ", ".join(f"{a}:{b}" for a, b in scan["region_zyx"])
+            + " of " + " x ".join(str(n) for n in scan.get("scan_shape_zyx") or []))] if scan.get("region_zyx") else []),
         ("scan sha256", (scan.get("sha256") or "")[:16] + ("…" if scan.get("sha256") else "")),
     ]
     run_items = [("command", run.get("command", "")), ("started (UTC)", run.get("started_utc", "")),

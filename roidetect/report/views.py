@@ -26,15 +26,25 @@ Box = tuple[slice, slice, slice]
 
 @dataclass(frozen=True)
 class Geometry:
-    """Shape, voxel size and origin of a volume (all (z, y, x); micrometres)."""
+    """Shape, voxel size and origin of a volume (all (z, y, x); micrometres).
+
+    ``first_voxel`` is the scan's voxel at index 0: a region's start (``predict --region``),
+    so that slice numbers can be given in the scan's own numbering.
+    """
 
     shape: tuple[int, int, int]
     spacing_um: tuple[float, float, float]
     origin_um: tuple[float, float, float]
+    first_voxel: tuple[int, int, int] = (0, 0, 0)
 
     @classmethod
-    def of(cls, volume: Volume) -> Geometry:
-        return cls(volume.shape, volume.spacing_um, volume.origin_um)
+    def of(cls, volume: Volume, first_voxel: Sequence[int] = (0, 0, 0)) -> Geometry:
+        return cls(volume.shape, volume.spacing_um, volume.origin_um,
+                   tuple(int(i) for i in first_voxel))  # type: ignore[arg-type]
+
+    def scan_slice(self, axis: int, index: int) -> int:
+        """The scan's slice number of ``index`` along ``axis``."""
+        return int(self.first_voxel[axis] + index)
 
     def to_voxel(self, point_um: Sequence[float]) -> tuple[int, int, int]:
         """Nearest voxel (z, y, x) to a point in micrometres, clipped into the volume."""
