@@ -10,7 +10,9 @@ Supported inputs
 - multi-page TIFF / BigTIFF, ImageJ hyperstacks and OME-TIFF, compressed or not (``.tif``,
   ``.tiff``, ``.btf``); the voxel size comes from the ImageJ or OME metadata;
 - a folder of 2D TIFF slices, sorted by the numbers in their names (a warning when the names
-  follow more than one pattern, or their numbers skip: other images or missing slices);
+  follow more than one pattern, or their numbers skip: other images or missing slices); a
+  FIB-SEM slice's Thermo Fisher (FEI) pixel size is offered in the message asking for the
+  voxel size, not used, as the slice spacing is not recorded;
 - HDF5 (``file.h5:/group/dataset``); voxel size from the dataset attribute
   ``element_size_um`` (Fiji, ilastik), ``voxel_size_um`` or ``spacing_um``;
 - Zarr arrays and OME-Zarr (NGFF 0.4 and 0.5) images (``image.zarr``, ``store.zarr:/path``);
@@ -278,8 +280,36 @@ def open_volume(path: str | os.PathLike, voxel_size_um: float | Sequence[float] 
         spacing = _as_spacing(volume.spacing_um, name)
     else:
         raise UserError(f"{name} carries no voxel size in its metadata; "
-                        "pass it with --voxel-size UM (one value, or three for z y x)")
+                        "pass it with --voxel-size UM (one value, or three for z y x)"
+                        + _sem_pixel_size_hint(file_path, volume))
     return replace(volume, spacing_um=spacing, path=name)
+
+
+def _sem_pixel_size_hint(path: Path, volume: Volume) -> str:
+    """What a FIB-SEM slice's Thermo Fisher (FEI) metadata say of the pixel size, for the
+    message asking for ``--voxel-size``; empty when there is none.
+
+    Slice-and-view images record the pixel's width and height but not the slice spacing, and
+    cross-sections imaged at the 52 degree tilt are foreshortened along y unless the
+    instrument's tilt correction was on, so the numbers are offered, not used.
+    """
+    import tifffile
+
+    if volume.format not in ("tiff", "tiff-folder"):
+        return ""
+    first = path / volume.details["first"] if volume.format == "tiff-folder" else path
+    try:
+        with tifffile.TiffFile(first) as tif:
+            scan = (tif.fei_metadata or {}).get("Scan") or {}
+            width, height = float(scan["PixelWidth"]), float(scan["PixelHeight"])
+    except (KeyError, TypeError, ValueError, OSError):
+        return ""
+    if not (width > 0 and height > 0):
+        return ""
+    x_um, y_um = width * 1e6, height * 1e6
+    return (f"; its Thermo Fisher (FEI) metadata give pixels of {x_um:.4g} um (x) by {y_um:.4g} um (y) but no "
+            f"slice spacing: pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, with y divided by sin(52 deg) = 0.788 "
+            "if the cross-sections were imaged at the 52 deg stage tilt without tilt correction")
 
 
 def split_inner_path(path: str) -> tuple[Path, str | None]:

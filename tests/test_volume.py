@@ -320,3 +320,15 @@ def test_a_cropped_volume_reads_its_box_and_lies_where_the_box_does(small_scan):
 def test_bad_regions_are_refused_with_what_is_wrong(text, message):
     with pytest.raises(UserError, match=message):
         parse_region(text, (32, 40, 48))
+
+
+def test_fib_sem_slices_offer_their_pixel_size_when_the_voxel_size_is_asked_for(tmp_path):
+    folder = tmp_path / "slice_and_view"
+    folder.mkdir()
+    fei = "[User]\nDate=12/07/2026\n[Scan]\nPixelWidth=5e-09\nPixelHeight=6.2e-09\n"
+    for z in range(4):
+        tifffile.imwrite(folder / f"slice_{z:04d}.tif", np.zeros((6, 8), np.uint16),
+                         extratags=[(34682, "s", 0, fei, True)])  # FEI_HELIOS
+    with pytest.raises(UserError, match=r"--voxel-size SLICE_UM 0.0062 0.005, with y divided by sin\(52 deg\)"):
+        open_volume(folder)
+    assert open_volume(folder, voxel_size_um=(0.01, 0.0062, 0.005)).shape == (4, 6, 8)
