@@ -164,6 +164,9 @@ def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice
     outside_view = fill is not None and fill_is_outside_view(whole, fill)
     smooth_um = float(cfg["surface"]["smooth_um"])
     columns, inside = _columns_above(whole, box, smooth_um)
+    upside_down = upside_down_message(columns, fill)  # before the long step, so that it shows early
+    if upside_down:
+        log.warning(upside_down)
     with record.step("inference"):
         source = run.source()
         writer = outputs.ProbabilityWriter(out, volume.shape, volume.spacing_um, volume.origin_um,
@@ -174,9 +177,6 @@ def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice
     with record.step("surface"):
         surface = surface_from_scan(columns, smooth_um=smooth_um, progress=not quiet, fill=fill)[inside]
         surface -= np.float32(volume.origin_um[0] - whole.origin_um[0])  # from the region's first slice
-        upside_down = upside_down_message(columns, fill)
-        if upside_down:
-            log.warning(upside_down)
         outputs.write_surface(out / outputs.SURFACE, surface + np.float32(volume.origin_um[0]), volume.spacing_um)
     with record.step("detect"):
         instances, labels = outputs.create_label_outputs(out, volume.shape, volume.spacing_um, volume.origin_um, chunks)
