@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from roidetect.surface import (depth_below_surface, empty_layers_um, solid_threshold, surface_from_mask, surface_from_scan,
-                               upside_down_message)
+from roidetect.surface import (depth_below_surface, empty_layers_um, solid_threshold, surface_from_mask,
+                               surface_from_scan, upside_down_message)
 from roidetect.volume import Volume
 
 SPACING = (0.1, 0.05, 0.05)

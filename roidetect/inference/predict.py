@@ -291,7 +291,8 @@ class _ClassicalRun:
                 raise UserError(f"classical.{key}={value}: not a valid value ({exc})") from exc
         params = ClassicalParams.from_mapping(chosen)
         levels_from = whole or volume
-        self.intensity = intensity_levels(levels_from, DEFAULT_PERCENTILES, fill_setting(cfg["inference"]["fill_value"]))
+        self.intensity = intensity_levels(levels_from, DEFAULT_PERCENTILES,
+                                          fill_setting(cfg["inference"]["fill_value"]))
         fit = "void_level" not in chosen and "solid_level" not in chosen
         self.params = fit_levels(levels_from, params, self.intensity) if fit else params
         self.detection = detection_params(None, cfg["detection"])

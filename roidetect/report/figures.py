@@ -115,17 +115,20 @@ def orthoview_figure(images: Planes, geometry: Geometry, box: Box, point: Sequen
     ax_xy.imshow(images.xy, extent=(x0, x1, y1, y0))
     ax_xy.axvline(px, **_CROSSHAIR)
     ax_xy.axhline(py, **_CROSSHAIR)
-    ax_xy.set(title=f"xy plane at z = {pz:.3g} µm\n(slice {geometry.scan_slice(0, point[0])})", xlabel="x (µm)", ylabel="y (µm)")
+    ax_xy.set(title=f"xy plane at z = {pz:.3g} µm\n(slice {geometry.scan_slice(0, point[0])})",
+              xlabel="x (µm)", ylabel="y (µm)")
 
     ax_xz.imshow(images.xz, extent=(x0, x1, z1, z0))
     ax_xz.axvline(px, **_CROSSHAIR)
     ax_xz.axhline(pz, **_CROSSHAIR)
-    ax_xz.set(title=f"xz plane at y = {py:.3g} µm\n(slice {geometry.scan_slice(1, point[1])})", xlabel="x (µm)", ylabel="z, depth (µm)")
+    ax_xz.set(title=f"xz plane at y = {py:.3g} µm\n(slice {geometry.scan_slice(1, point[1])})",
+              xlabel="x (µm)", ylabel="z, depth (µm)")
 
     ax_zy.imshow(images.yz.transpose(1, 0, 2), extent=(z0, z1, y1, y0))
     ax_zy.axvline(pz, **_CROSSHAIR)
     ax_zy.axhline(py, **_CROSSHAIR)
-    ax_zy.set(title=f"yz plane at x = {px:.3g} µm\n(slice {geometry.scan_slice(2, point[2])})", xlabel="z, depth (µm)", ylabel="y (µm)")
+    ax_zy.set(title=f"yz plane at x = {px:.3g} µm\n(slice {geometry.scan_slice(2, point[2])})",
+              xlabel="z, depth (µm)", ylabel="y (µm)")
 
     if surface_um is not None:
         _, ys, xs = box

@@ -62,6 +62,12 @@ _TITLES = {"tre": "TRE", "tre flag": "TRE flag", "destroys ids": "destroys", "de
 # ---------------------------------------------------------------------------- summary
 
 
+def _region_text(scan: dict[str, Any]) -> str:
+    """``predict --region``'s box as ``"16:112, 20:108, 0:128 of 128 x 128 x 128"``."""
+    box = ", ".join(f"{start}:{stop}" for start, stop in scan["region_zyx"])
+    return f"{box} of {' x '.join(str(n) for n in scan.get('scan_shape_zyx') or [])}"
+
+
 def summary(prediction: Prediction, sites: Sites | None) -> str:
     """Inputs, scan geometry, prediction run, model, parameters and the detection thresholds used (the
     model card's merged with the run's, from run.json), after the run's warnings, then detections per
@@ -85,8 +91,7 @@ def summary(prediction: Prediction, sites: Sites | None) -> str:
         ("voxel size (z y x)", f"{dz:g} x {dy:g} x {dx:g} µm"),
         ("physical size", " x ".join(f"{v:.4g}" for v in size) + " µm"),
         ("origin (z y x)", f"{oz:g}, {oy:g}, {ox:g} µm"),
-        *([("region of the scan (voxels)", ", ".join(f"{a}:{b}" for a, b in scan["region_zyx"])
-            + " of " + " x ".join(str(n) for n in scan.get("scan_shape_zyx") or []))] if scan.get("region_zyx") else []),
+        *([("region of the scan (voxels)", _region_text(scan))] if scan.get("region_zyx") else []),
         ("scan sha256", (scan.get("sha256") or "")[:16] + ("…" if scan.get("sha256") else "")),
     ]
     run_items = [("command", run.get("command", "")), ("started (UTC)", run.get("started_utc", "")),
