@@ -24,8 +24,8 @@ from typing import Any
 from roidetect import __version__
 from roidetect.volume import split_inner_path, write_json
 
-_LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "h5py", "mrcfile", "torch", "monai", "lightning",
-              "hydra-core", "safetensors")
+_LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "h5py", "mrcfile", "nibabel", "torch", "monai",
+              "lightning", "hydra-core", "safetensors")
 
 
 def library_versions() -> dict[str, str]:

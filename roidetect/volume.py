@@ -20,6 +20,9 @@ Supported inputs
   exports and electron tomography; voxel size from the header's cell size (in angstrom). A
   cell size of 0 or of exactly 1 angstrom per voxel (what writers put when they know none)
   counts as no voxel size. The header's origin is not used;
+- NIfTI-1/2 (``.nii`` memory-mapped, ``.nii.gz``), as nnU-Net and MONAI datasets hold them:
+  stored x, y, z and read as z, y, x; voxel size from ``pixdim`` in the header's unit
+  (micron, mm or metre; "unknown" counts as none). The affine's orientation is not applied;
 - NumPy ``.npy`` (memory-mapped; no metadata, so the voxel size must be given).
 
 Writers produce ImageJ-compatible TIFF (Fiji and napari show the right scale) and OME-Zarr
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 MRC_SUFFIXES = (".mrc", ".rec")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
 _UNIT_TO_UM = {
@@ -281,13 +285,14 @@ def open_volume(path: str | os.PathLike, voxel_size_um: float | Sequence[float] 
     else:
         raise UserError(f"{name} carries no voxel size in its metadata; "
                         "pass it with --voxel-size UM (one value, or three for z y x)"
-                        + _sem_pixel_size_hint(file_path, volume))
+                        + _voxel_size_hint(file_path, volume))
     return replace(volume, spacing_um=spacing, path=name)
 
 
-def _sem_pixel_size_hint(path: Path, volume: Volume) -> str:
-    """What a FIB-SEM slice's Thermo Fisher (FEI) metadata say of the pixel size, for the
-    message asking for ``--voxel-size``; empty when there is none.
+def _voxel_size_hint(path: Path, volume: Volume) -> str:
+    """What the file says of its voxel size although it gives none, for the message asking for
+    ``--voxel-size``: a NIfTI header's pixdim without a unit, or a FIB-SEM slice's Thermo Fisher
+    (FEI) pixel size; empty when there is nothing.
 
     Slice-and-view images record the pixel's width and height but not the slice spacing, and
     cross-sections imaged at the 52 degree tilt are foreshortened along y unless the
@@ -295,6 +300,8 @@ def _sem_pixel_size_hint(path: Path, volume: Volume) -> str:
     """
     import tifffile
 
+    if volume.format == "nifti":
+        return _nifti_hint(path)
     if volume.format not in ("tiff", "tiff-folder"):
         return ""
     first = path / volume.details["first"] if volume.format == "tiff-folder" else path
@@ -310,6 +317,15 @@ def _sem_pixel_size_hint(path: Path, volume: Volume) -> str:
     return (f"; its Thermo Fisher (FEI) metadata give pixels of {x_um:.4g} um (x) by {y_um:.4g} um (y) but no "
             f"slice spacing: pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, with y divided by sin(52 deg) = 0.788 "
             "if the cross-sections were imaged at the 52 deg stage tilt without tilt correction")
+
+
+def _nifti_hint(path: Path) -> str:
+    """What a NIfTI header without a unit gives as voxel size, for the message asking for one."""
+    import nibabel
+
+    x, y, z = (float(v) for v in nibabel.load(path).header.get_zooms()[:3])
+    return (f"; its header gives pixdim {z:g} {y:g} {x:g} (z y x) with the unit 'unknown': pass those as "
+            "--voxel-size if they are micrometres")
 
 
 def split_inner_path(path: str) -> tuple[Path, str | None]:
@@ -334,10 +350,13 @@ def _open_by_format(path: Path, inner: str | None) -> Volume:
         return _open_tiff(path)
     if suffix in MRC_SUFFIXES:
         return _open_mrc(path)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return _open_nifti(path)
     if suffix == ".npy":
         return _open_npy(path)
     raise UserError(f"{path}: unsupported format {suffix or '(no suffix)'}; use TIFF, a folder "
-                    "of TIFF slices, HDF5 (file.h5:/dataset), Zarr/OME-Zarr, MRC (.mrc, .rec) or .npy")
+                    "of TIFF slices, HDF5 (file.h5:/dataset), Zarr/OME-Zarr, MRC (.mrc, .rec), NIfTI (.nii, .nii.gz) "
+                    "or .npy")
 
 
 # TIFF --------------------------------------------------------------------------------
@@ -743,6 +762,66 @@ def _mrc_spacing(header: Any) -> tuple[float, float, float] | None:
     if any(not np.isfinite(a) or a <= 0 or a in MRC_UNSET_ANGSTROM for a in angstrom):
         return None
     return tuple(a * _UNIT_TO_UM["angstrom"] for a in angstrom)  # type: ignore[return-value]
+
+
+# NIfTI -------------------------------------------------------------------------------
+
+
+_NIFTI_UNIT_TO_UM = {"micron": 1.0, "mm": 1e3, "meter": 1e6}
+NIFTI_GZIP_WARN_BYTES = 512 * 2**20
+"""A ``.nii.gz`` scan larger than this (uncompressed) gets a warning: without an index, every
+block read decompresses the file from its start."""
+
+
+def _open_nifti(path: Path) -> Volume:
+    import nibabel
+
+    try:
+        image = nibabel.load(path)
+        proxy = image.dataobj
+        shape = tuple(int(n) for n in proxy.shape)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable NIfTI file ({_short(exc)})") from exc
+    extra = len(shape) - 3
+    if extra > 0 and any(n != 1 for n in shape[3:]):
+        _raise_not_3d(str(path), shape, "XYZ" + "T" * extra)
+    if len(shape) < 3:
+        _raise_not_3d(str(path), shape[::-1], "")
+    compressed = path.name.lower().endswith(".gz")
+    details = {"axes": "stored x, y, z; read as z, y, x", "access": "gzip stream" if compressed else "memory map"}
+    if compressed and np.prod(shape) * np.dtype(proxy.dtype).itemsize > NIFTI_GZIP_WARN_BYTES:
+        log.warning("%s: a compressed NIfTI file is decompressed from its start for every block read; for a scan "
+                    "this large, gunzip it first (an uncompressed .nii is memory-mapped)", path)
+    return Volume(_NiftiZYX(proxy, extra), _nifti_spacing(image.header), (0.0, 0.0, 0.0), str(path), "nifti",
+                  details)  # type: ignore[arg-type]
+
+
+def _nifti_spacing(header: Any) -> tuple[float, float, float] | None:
+    """Voxel size (z, y, x) in micrometres from ``pixdim`` and the header's spatial unit, or
+    None when the unit is "unknown" or a size is not positive."""
+    factor = _NIFTI_UNIT_TO_UM.get(header.get_xyzt_units()[0])
+    x, y, z = (float(v) for v in header.get_zooms()[:3])
+    if factor is None or not min(x, y, z) > 0:
+        return None
+    return (z * factor, y * factor, x * factor)
+
+
+class _NiftiZYX:
+    """A NIfTI image's data, stored (x, y, z[, 1...]), read as (z, y, x) a block at a time.
+
+    Data with a scale (``scl_slope``, ``scl_inter``) read as float32.
+    """
+
+    def __init__(self, proxy: Any, singleton_axes: int) -> None:
+        self._proxy = proxy
+        self._tail = (0,) * singleton_axes
+        self.shape = tuple(int(n) for n in proxy.shape[:3])[::-1]
+        scaled = any(np.isfinite(v) and v != unset for v, unset in ((proxy.slope, 1.0), (proxy.inter, 0.0)))
+        self.dtype = np.dtype(np.float32) if scaled else np.dtype(proxy.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        block = np.asarray(self._proxy[_expand_key(key, 3)[::-1] + self._tail])
+        return np.ascontiguousarray(block.T).astype(self.dtype, copy=False)
 
 
 # NPY ---------------------------------------------------------------------------------

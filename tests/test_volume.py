@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import mrcfile
+import nibabel
 import numpy as np
 import pytest
 import tifffile
@@ -62,7 +63,19 @@ def _write_every_format(tmp_path: Path, array: np.ndarray) -> dict[str, str]:
     paths["zarr"] = str(tmp_path / "plain.zarr")
     _write_mrc(tmp_path / "scan.mrc", array, SPACING)
     paths["mrc"] = str(tmp_path / "scan.mrc")
+    for name in ("scan.nii", "scan.nii.gz"):
+        _write_nifti(tmp_path / name, array, SPACING)
+        paths[name] = str(tmp_path / name)
     return paths
+
+
+def _write_nifti(path: Path, array: np.ndarray, spacing_um: tuple[float, float, float], unit: str = "micron",
+                 extra_axes: int = 0) -> None:
+    """Write ``array`` (z, y, x) as NIfTI stores it: x, y, z, with pixdim in ``unit``."""
+    data = array.T.reshape(array.shape[::-1] + (1,) * extra_axes)
+    image = nibabel.Nifti1Image(data, np.diag([*spacing_um[::-1], 1.0]))
+    image.header.set_xyzt_units(unit)
+    nibabel.save(image, path)
 
 
 def _write_mrc(path: Path, array: np.ndarray, spacing_um: tuple[float, float, float] | None,
@@ -332,3 +345,27 @@ def test_fib_sem_slices_offer_their_pixel_size_when_the_voxel_size_is_asked_for(
     with pytest.raises(UserError, match=r"--voxel-size SLICE_UM 0.0062 0.005, with y divided by sin\(52 deg\)"):
         open_volume(folder)
     assert open_volume(folder, voxel_size_um=(0.01, 0.0062, 0.005)).shape == (4, 6, 8)
+
+
+def test_nifti_units_singleton_axes_and_scaled_data(tmp_path, small_scan, caplog, monkeypatch):
+    _write_nifti(tmp_path / "mm.nii.gz", small_scan, tuple(s / 1000 for s in SPACING), unit="mm", extra_axes=1)
+    monkeypatch.setattr("roidetect.volume.NIFTI_GZIP_WARN_BYTES", small_scan.nbytes - 1)
+    with caplog.at_level("WARNING", logger="roidetect.volume"):
+        volume = open_volume(tmp_path / "mm.nii.gz")
+    assert "gunzip it first" in caplog.text
+    np.testing.assert_allclose(volume.spacing_um, SPACING, rtol=1e-6)
+    np.testing.assert_array_equal(volume.numpy(), small_scan)
+    _write_nifti(tmp_path / "unknown.nii", small_scan, SPACING, unit="unknown")
+    with pytest.raises(UserError, match=r"pixdim 0.2 0.05 0.05 \(z y x\) with the unit 'unknown'"):
+        open_volume(tmp_path / "unknown.nii")
+    assert open_volume(tmp_path / "unknown.nii", voxel_size_um=SPACING).spacing_um == SPACING
+    image = nibabel.Nifti1Image(small_scan.T.astype(np.int16), np.eye(4))
+    image.header.set_xyzt_units("micron")
+    image.header.set_slope_inter(0.5, 10.0)
+    nibabel.save(image, tmp_path / "scaled.nii")
+    scaled = open_volume(tmp_path / "scaled.nii")
+    assert scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled[3:5], small_scan[3:5].astype(np.int16) * 0.5 + 10.0)
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 4, 2), np.uint8), np.eye(4)), tmp_path / "4d.nii")
+    with pytest.raises(UserError, match="4 dimensions"):
+        open_volume(tmp_path / "4d.nii", voxel_size_um=0.05)

@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
                          "volume. Pixel data are not loaded: the value range is read from up to 16 evenly "
                          "spaced z-slices, which also show a label map or a mask given as a scan (16 or "
                          "fewer distinct values).")
-    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr, MRC or .npy")
+    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr, MRC, NIfTI or .npy")
     add_voxel_size(parser)
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
     parser.set_defaults(handler=run)

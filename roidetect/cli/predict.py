@@ -15,7 +15,7 @@ def register(subparsers: Any) -> None:
         "instances.ome.zarr, probabilities.ome.zarr, surface.tif, detections.csv/.json and run.json. Any key of "
         "configs/predict.yaml can be set as key=value (e.g. inference.overlap=0.5 detection.high_threshold=0.7).")
     parser.__class__ = type("PredictParser", (IntermixedParser, type(parser)), {})
-    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr, MRC or .npy")
+    parser.add_argument("scan", help="TIFF, folder of TIFF slices, file.h5:/dataset, Zarr/OME-Zarr, MRC, NIfTI or .npy")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of configs/predict.yaml")
     parser.add_argument("--out", required=True, metavar="DIR", help="prediction folder to create")
     parser.add_argument("--model", help="model package folder, shipped model name, or 'classical' "
