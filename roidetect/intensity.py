@@ -220,6 +220,33 @@ class InvertedGrey:
         return invert(self._data[key])
 
 
+def flip_contrast(volume: Any, fill: str | float | None = "auto") -> tuple[Any, float | None]:
+    """A scan with bright voids and dark solid, read as a usual one, and its fill value.
+
+    Parameters
+    ----------
+    volume : Volume
+        The scan as stored (``predict --invert``, a dataset volume with ``"invert": true``).
+    fill : "auto", float or None
+        Its fill value in its own grey values: ``"auto"`` finds it (:func:`find_fill`) before
+        the flip, since a fill below the dark phase would lie above everything after it.
+
+    Returns
+    -------
+    (Volume, float or None)
+        The volume with :class:`InvertedGrey` data (``details["inverted"]`` set), and the fill
+        value flipped with it (None: the scan has none).
+    """
+    from dataclasses import replace
+
+    if fill == "auto":
+        fill = find_fill(sample_voxels(volume))
+    if fill is not None:
+        fill = float(invert(np.asarray(fill).astype(volume.dtype)))
+    flipped = replace(volume, data=InvertedGrey(volume.data), details={**volume.details, "inverted": True})
+    return flipped, fill
+
+
 def normalise(block: np.ndarray, lo: float, hi: float, fill: float | None = None) -> np.ndarray:
     """Map intensities so that ``lo`` -> 0 and ``hi`` -> 1 (float32, not clipped); voxels
     equal to ``fill`` (the scan's fill value, if any) -> 0."""

@@ -171,6 +171,38 @@ def test_fingerprint_counts_classes_and_is_cached(dataset: Path, tmp_path: Path)
     assert "marker" not in dataset_fingerprint(spec, (1.0, 99.0), tmp_path / "cache")
 
 
+def test_a_volume_marked_invert_trains_as_its_positive_twin(tmp_path: Path) -> None:
+    """A negative-contrast image with ``"invert": true`` (its 0 padding kept at 0) loads as
+    the same normalised image as the positive one: levels, fill value and voxels."""
+    from roidetect.intensity import normalise
+    from roidetect.learn.data import _loaded
+    from roidetect.learn.dataset import read_dataset
+    from roidetect.learn.fingerprint import dataset_fingerprint
+
+    image, labels, _ = tiny_volume(7)
+    image = np.pad(image, ((0, 0), (6, 6), (6, 6)))  # a 0 fill around the field of view
+    labels = np.pad(labels, ((0, 0), (6, 6), (6, 6)))
+    negative = np.where(image == 0, 0, 255 - image).astype(np.uint8)
+    loaded = {}
+    for name, pixels, flag in (("positive", image, False), ("negative", negative, True)):
+        folder = tmp_path / name
+        write_tiff(folder / "image.tif", pixels, SPACING)
+        write_tiff(folder / "label.tif", labels, SPACING)
+        entry = {"id": "v", "image": "image.tif", "label": "label.tif", **({"invert": True} if flag else {})}
+        (folder / "dataset.json").write_text(json.dumps({"format": "roidetect-dataset/1", "volumes": [entry]}))
+        spec = read_dataset(folder)
+        fingerprint = dataset_fingerprint(spec, (0.5, 99.5), tmp_path / "cache")
+        (volume,) = _loaded(spec, fingerprint, validation=False)
+        loaded[name] = normalise(volume.image, *volume.intensity_range)
+        assert volume.intensity_range.fill is not None
+    np.testing.assert_allclose(loaded["negative"], loaded["positive"], atol=1e-6)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "dataset.json").write_text(json.dumps(
+        {"format": "roidetect-dataset/1", "volumes": [{"image": "i.tif", "label": "l.tif", "invert": "yes"}]}))
+    with pytest.raises(UserError, match="invert must be true or false"):
+        read_dataset(tmp_path / "bad")
+
+
 def test_a_padded_volume_is_normalised_as_predict_will(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Zero padding is the volume's fill value: left out of its range and normalised to 0."""
     from roidetect.intensity import normalise

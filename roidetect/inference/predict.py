@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,9 +32,8 @@ from roidetect.inference.mapped import with_transient_mapping
 from roidetect.inference.settings import (detection_params, fill_setting, given, load_settings, positive_int,
                                           triplet)
 from roidetect.inference.sources import ClassicalSource, NormalisedReader, blank_outside_view
-from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, InvertedGrey, few_grey_values,
-                                 few_values_message, fill_is_outside_view, find_fill, intensity_levels, invert,
-                                 sample_voxels)
+from roidetect.intensity import (DEFAULT_PERCENTILES, IntensityLevels, few_grey_values, few_values_message,
+                                 fill_is_outside_view, flip_contrast, intensity_levels)
 from roidetect.runlog import RunLog
 from roidetect.volume import Volume, open_volume, parse_region, split_inner_path
 
@@ -211,19 +210,10 @@ def _columns_above(whole: Volume, box: tuple[slice, slice, slice] | None,
 
 
 def _invert_contrast(volume: Volume, cfg: dict[str, Any]) -> tuple[Volume, dict[str, Any]]:
-    """``inference.invert``: the scan with its grey values flipped (:class:`InvertedGrey`), and
-    the settings with its fill value flipped too.
-
-    The fill value is found in the scan as it is (a fill below the dark phase, which
-    :func:`~roidetect.intensity.find_fill` looks for, would lie above everything once
-    flipped) or is given in the scan's own grey values.
-    """
-    fill = fill_setting(cfg["inference"]["fill_value"])
-    if fill == "auto":
-        fill = find_fill(sample_voxels(volume))
-    if fill is not None:
-        fill = float(invert(np.asarray(fill).astype(volume.dtype)))
-    flipped = replace(volume, data=InvertedGrey(volume.data), details={**volume.details, "inverted": True})
+    """``inference.invert``: the scan with its grey values flipped, and the settings with its
+    fill value (found in, or given in, the scan's own grey values) flipped too
+    (:func:`~roidetect.intensity.flip_contrast`)."""
+    flipped, fill = flip_contrast(volume, fill_setting(cfg["inference"]["fill_value"]))
     return flipped, {**cfg, "inference": {**cfg["inference"], "fill_value": fill}}
 
 

@@ -37,6 +37,8 @@ class VolumeEntry:
     instances: str | None = None
     voxel_size_um: tuple[float, float, float] | None = None
     split: str | None = None
+    invert: bool = False
+    """The image shows voids bright and solid dark; it is read flipped (:func:`open_image`)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,9 @@ def _entry(json_path: Path, index: int, item: Any) -> VolumeEntry:
         if len(values) != 3 or min(values) <= 0:
             raise UserError(f"{where}: voxel_size_um must be one positive value or three (z, y, x)")
         voxel = tuple(values)
+    invert = item.get("invert", False)
+    if not isinstance(invert, bool):
+        raise UserError(f"{where}: invert must be true or false, got {invert!r}")
     base = json_path.parent
     default_id = Path(str(item["image"]).split(":")[0]).stem
     return VolumeEntry(
@@ -166,6 +171,7 @@ def _entry(json_path: Path, index: int, item: Any) -> VolumeEntry:
         instances=str(base / str(item["instances"])) if item.get("instances") else None,
         voxel_size_um=voxel,  # type: ignore[arg-type]
         split=split,
+        invert=invert,
     )
 
 
@@ -194,6 +200,17 @@ def split_entries(entries: Sequence[VolumeEntry], val_fraction: float, seed: int
     return [e for e in usable if e.id not in val_ids], [e for e in usable if e.id in val_ids]
 
 
+def open_image(entry: VolumeEntry) -> tuple[Any, str | float | None]:
+    """An entry's image as training reads it (flipped where ``invert`` is set), and its fill
+    value setting for :func:`roidetect.intensity.intensity_levels`: ``"auto"``, or the value
+    found before the flip and flipped with it (None: none)."""
+    from roidetect.intensity import flip_contrast
+    from roidetect.volume import open_volume
+
+    image = open_volume(entry.image, entry.voxel_size_um)
+    return flip_contrast(image) if entry.invert else (image, "auto")
+
+
 def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: IntensityLevels) -> LoadedVolume:
     """Read an entry's image, labels (and instances) into memory.
 
@@ -203,7 +220,7 @@ def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: Intensit
     """
     from roidetect.volume import open_volume
 
-    image = open_volume(entry.image, entry.voxel_size_um)
+    image, _ = open_image(entry)
     label = open_volume(entry.label, image.spacing_um)
     if label.shape != image.shape:
         raise UserError(f"{entry.label}: label shape {label.shape} differs from image shape {image.shape}")

@@ -32,8 +32,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "roidetect"
 
 
-def volume_fingerprint(image: Any, label: Any, spacing_um: Sequence[float],
-                       percentiles: Sequence[float], slab: int = 32) -> dict[str, Any]:
+def volume_fingerprint(image: Any, label: Any, spacing_um: Sequence[float], percentiles: Sequence[float],
+                       slab: int = 32, fill: str | float | None = "auto") -> dict[str, Any]:
     """Facts about one image/label pair.
 
     Parameters
@@ -44,6 +44,8 @@ def volume_fingerprint(image: Any, label: Any, spacing_um: Sequence[float],
     spacing_um : (3,) float
     percentiles : (2,) float
         The (low, high) percentiles that define the normalisation range.
+    fill : "auto", float or None
+        The image's fill value (:func:`roidetect.intensity.intensity_levels`).
 
     Returns
     -------
@@ -54,7 +56,7 @@ def volume_fingerprint(image: Any, label: Any, spacing_um: Sequence[float],
         ``intensity_percentiles`` (raw values at :data:`SUMMARY_PERCENTILES`) and
         ``class_voxels`` (counts per class name and ``not_annotated``).
     """
-    lo, hi, fill = intensity_levels(image, tuple(percentiles))
+    lo, hi, fill = intensity_levels(image, tuple(percentiles), fill)
     values = sample_voxels(image).astype(np.float64)
     summary = np.percentile(values, SUMMARY_PERCENTILES)
     counts = np.zeros(256, dtype=np.int64)
@@ -157,11 +159,12 @@ class _IgnoreMapped:
 
 
 def _entry_fingerprint(entry: VolumeEntry, ignore_label: int, percentiles: Sequence[float]) -> dict[str, Any]:
+    from roidetect.learn.dataset import open_image
     from roidetect.volume import open_volume
 
-    image = open_volume(entry.image, entry.voxel_size_um)
+    image, fill = open_image(entry)
     label = open_volume(entry.label, image.spacing_um)
-    return volume_fingerprint(image, _IgnoreMapped(label, ignore_label), image.spacing_um, percentiles)
+    return volume_fingerprint(image, _IgnoreMapped(label, ignore_label), image.spacing_um, percentiles, fill=fill)
 
 
 def default_patch_size(spacing_um: Sequence[float], shape_zyx: Sequence[int], divisor: Sequence[int],
