@@ -9,7 +9,7 @@ of the particle tops) and a Gaussian, over a window of about a particle's size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -157,8 +157,34 @@ def solid_threshold(volume: Any, lo: float, hi: float, fill: float | None = None
     return float(threshold_otsu(values))
 
 
-def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: float = 2.0, slab: int = 64,
-                      min_run: int = 3, progress: bool = False, fill: str | float | None = "auto") -> np.ndarray:
+class SolidCut(NamedTuple):
+    """Which voxels of a scan count as material: its normalisation (``lo``, ``hi``, ``fill``,
+    as :func:`roidetect.intensity.intensity_levels`) and the ``threshold`` on it."""
+
+    lo: float
+    hi: float
+    fill: float | None
+    threshold: float
+
+
+def solid_cut(volume: Any, fill: str | float | None = "auto", threshold: float | None = None) -> SolidCut:
+    """A scan's :class:`SolidCut`, from a subsample.
+
+    Parameters
+    ----------
+    volume : array-like or Volume, shape (Z, Y, X)
+    fill : "auto", float or None
+        The scan's fill value, normalised as void (:func:`roidetect.intensity.intensity_levels`).
+    threshold : float, optional
+        Solid/void threshold in normalised units (0 = dark voids, 1 = bright solid); by
+        default Otsu's threshold on a subsample (:func:`solid_threshold`).
+    """
+    lo, hi, fill = intensity_levels(volume, fill=fill)
+    return SolidCut(lo, hi, fill, solid_threshold(volume, lo, hi, fill) if threshold is None else threshold)
+
+
+def surface_from_scan(volume: Any, cut: SolidCut | None = None, smooth_um: float = 2.0, slab: int = 64,
+                      min_run: int = 3, progress: bool = False) -> np.ndarray:
     """Local top-surface height of a scan, read in z-slabs (never the whole volume).
 
     Each slab is normalised with the scan's robust range, thresholded into solid and void,
@@ -171,17 +197,15 @@ def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: fl
     ----------
     volume : Volume
         The scan (lazy), shape (Z, Y, X), with ``spacing_um``.
-    threshold : float, optional
-        Solid/void threshold in normalised units (0 = dark voids, 1 = bright solid); by
-        default Otsu's threshold on a subsample (:func:`solid_threshold`).
+    cut : SolidCut, optional
+        Which voxels are material (:func:`solid_cut`); by default the scan's own, with its
+        fill value found and Otsu's threshold.
     smooth_um : float
         Smoothing window in micrometres (about one particle diameter).
     slab : int
         z-slices read at a time (memory is about ``slab * Y * X * 4`` bytes).
     min_run : int
         Consecutive solid voxels along +z needed to accept a column's first solid voxel.
-    fill : "auto", float or None
-        The scan's fill value, normalised as void (:func:`roidetect.intensity.intensity_levels`).
     progress : bool
         Show a progress bar over the slabs.
 
@@ -192,9 +216,7 @@ def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: fl
         coordinates). A scan with no solid at all gives zeros.
     """
     nz, ny, nx = (int(s) for s in volume.shape)
-    lo, hi, fill = intensity_levels(volume, fill=fill)
-    if threshold is None:
-        threshold = solid_threshold(volume, lo, hi, fill)
+    lo, hi, fill, threshold = cut or solid_cut(volume)
     opening_halo = 2  # an opening with a radius-1 element looks 2 voxels away
     first = np.full((ny, nx), np.nan, dtype=np.float32)
     starts = range(0, nz, max(1, int(slab)))
@@ -211,7 +233,7 @@ def surface_from_scan(volume: Any, threshold: float | None = None, smooth_um: fl
     return (height * np.float32(volume.spacing_um[0])).astype(np.float32)
 
 
-def empty_layers_um(volume: Any, fill: str | float | None = "auto", depth: int = 64,
+def empty_layers_um(volume: Any, cut: SolidCut | None = None, depth: int = 64,
                     min_run: int = 3) -> tuple[float, float]:
     """How deep the scan is free of material at its first and at its last z-slice.
 
@@ -225,8 +247,8 @@ def empty_layers_um(volume: Any, fill: str | float | None = "auto", depth: int =
     ----------
     volume : Volume
         The scan (lazy), shape (Z, Y, X), with ``spacing_um``.
-    fill : "auto", float or None
-        The scan's fill value (:func:`roidetect.intensity.intensity_levels`).
+    cut : SolidCut, optional
+        Which voxels are material (:func:`solid_cut`); by default the scan's own.
     depth : int
         Slices read at each end.
     min_run : int
@@ -238,8 +260,7 @@ def empty_layers_um(volume: Any, fill: str | float | None = "auto", depth: int =
         The empty layer's median thickness at the first slices and at the last, in um.
     """
     nz = int(volume.shape[0])
-    lo, hi, fill = intensity_levels(volume, fill=fill)
-    threshold = solid_threshold(volume, lo, hi, fill)
+    lo, hi, fill, threshold = cut or solid_cut(volume)
     depth = min(int(depth), nz)
     layers = []
     for block in (volume[:depth], volume[nz - depth:][::-1]):
@@ -255,7 +276,7 @@ UPSIDE_DOWN_RATIO = 4.0
 """... and this many times the one at the first slices makes a scan look upside down."""
 
 
-def upside_down_message(volume: Any, fill: str | float | None = "auto") -> str | None:
+def upside_down_message(volume: Any, cut: SolidCut | None = None) -> str | None:
     """A warning when the scan looks stored with its sample top at the last z-slice, else None.
 
     roidetect takes z to grow with depth (the top at z = 0): the surface, depths and milling
@@ -263,9 +284,9 @@ def upside_down_message(volume: Any, fill: str | float | None = "auto") -> str |
     empty layer (air above the coating) at the last slices, with material at the first
     (:func:`empty_layers_um`). On 16 randomised 96^3 phantoms it flagged 7 of them turned
     upside down, and 1 of them the right way up (a 40 % brightness drift along z), so the
-    message is worded as a question.
+    message is worded as a question. ``cut``: which voxels are material (:func:`solid_cut`).
     """
-    first, last = empty_layers_um(volume, fill)
+    first, last = empty_layers_um(volume, cut)
     if last < max(UPSIDE_DOWN_MIN_UM, 10 * float(volume.spacing_um[0])) or first * UPSIDE_DOWN_RATIO > last:
         return None
     return (f"{volume.path or 'the scan'}: material starts at the first z-slice, but the last {last:.1f} um hold "

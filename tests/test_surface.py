@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from roidetect.surface import (depth_below_surface, empty_layers_um, solid_threshold, surface_from_mask,
+from roidetect.surface import (depth_below_surface, empty_layers_um, solid_cut, solid_threshold, surface_from_mask,
                                surface_from_scan, upside_down_message)
 from roidetect.volume import Volume
 
@@ -68,9 +68,10 @@ def test_explicit_threshold_and_empty_scan(scan):
     image, top = scan
     volume = Volume.from_array(image, SPACING)
     assert 0.2 < solid_threshold(volume, 400.0, 3000.0) < 0.8
-    surface = surface_from_scan(volume, threshold=0.5, smooth_um=0.3)
+    surface = surface_from_scan(volume, solid_cut(volume, threshold=0.5), smooth_um=0.3)
     assert np.median(np.abs(surface / SPACING[0] - top)) < 1.0
-    empty = surface_from_scan(Volume.from_array(np.full((8, 8, 8), 7, np.uint8), SPACING), threshold=2.0)
+    constant = Volume.from_array(np.full((8, 8, 8), 7, np.uint8), SPACING)
+    empty = surface_from_scan(constant, solid_cut(constant, threshold=2.0))
     assert not empty.any()
 
 

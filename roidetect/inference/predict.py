@@ -157,13 +157,14 @@ def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice
     from the sample's top, not from the region's first slice.
     """
     from roidetect.detect import detect
-    from roidetect.surface import surface_from_scan, upside_down_message
+    from roidetect.surface import solid_cut, surface_from_scan, upside_down_message
 
     fill = run.intensity.fill
     outside_view = fill is not None and fill_is_outside_view(whole, fill)
     smooth_um = float(cfg["surface"]["smooth_um"])
     columns, inside = _columns_above(whole, box, smooth_um)
-    upside_down = upside_down_message(columns, fill)  # before the long step, so that it shows early
+    cut = solid_cut(columns, fill)  # what counts as material, for the surface and the upside-down check
+    upside_down = upside_down_message(columns, cut)  # before the long step, so that it shows early
     if upside_down:
         log.warning(upside_down)
     with record.step("inference"):
@@ -174,7 +175,7 @@ def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice
             for result in source.blocks(bar.update):
                 writer.write(blank_outside_view(result, volume, fill) if outside_view else result)
     with record.step("surface"):
-        surface = surface_from_scan(columns, smooth_um=smooth_um, progress=not quiet, fill=fill)[inside]
+        surface = surface_from_scan(columns, cut, smooth_um=smooth_um, progress=not quiet)[inside]
         surface -= np.float32(volume.origin_um[0] - whole.origin_um[0])  # from the region's first slice
         outputs.write_surface(out / outputs.SURFACE, surface + np.float32(volume.origin_um[0]), volume.spacing_um)
     with record.step("detect"):
