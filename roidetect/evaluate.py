@@ -599,6 +599,7 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     UserError
         A missing file, or a truth whose shape differs from the prediction's.
     """
+    from roidetect.runlog import read_run
     from roidetect.volume import as_predicted, open_volume
 
     folder = Path(pred_dir)
@@ -609,7 +610,8 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
             raise UserError(f"{folder}: missing {name}; give the --out folder of 'roidetect predict'")
     pred_instances = open_volume(folder / PREDICTION_INSTANCES)
     pred_labels = open_volume(folder / PREDICTION_LABELS, pred_instances.spacing_um)
-    scan_info = _read_run(folder).get("scan")  # a prediction of a region scores that region of the truth
+    run = read_run(folder)
+    scan_info = run.get("scan")  # a prediction of a region scores that region of the truth
     true_labels = as_predicted(open_volume(truth, pred_instances.spacing_um), scan_info)
     true_instances = None if instances is None else as_predicted(open_volume(instances, pred_instances.spacing_um),
                                                                  scan_info)
@@ -619,7 +621,7 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
                             f"{pred_instances.shape}; evaluate a prediction made on the annotated scan")
     site_table = None if sites is None else read_sites(sites)
     params = params or EvaluationParams()
-    reported = _prediction_min_volumes(folder)
+    reported = _prediction_min_volumes(run)
     if reported is not None:
         params = replace(params, min_true_volume_um3=reported)
     result = evaluate_volumes(pred_labels, pred_instances, true_labels, true_instances, pred_instances.spacing_um,
@@ -630,20 +632,9 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     return result
 
 
-def _read_run(folder: Path) -> dict[str, Any]:
-    """A prediction's run.json; empty when it is missing or unreadable."""
-    import json
-
-    try:
-        run = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return run if isinstance(run, dict) else {}
-
-
-def _prediction_min_volumes(folder: Path) -> dict[str, float] | None:
+def _prediction_min_volumes(run: Mapping[str, Any]) -> dict[str, float] | None:
     """The per-class minimum detection volumes a prediction ran with (its run.json), if recorded."""
-    detection = _read_run(folder).get("detection") or {}
+    detection = run.get("detection") or {}
     minimum = detection.get("min_volume_um3")
     return {str(k): float(v) for k, v in minimum.items()} if isinstance(minimum, dict) else None
 

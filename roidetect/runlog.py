@@ -54,13 +54,18 @@ def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def recorded_command(folder: str | os.PathLike) -> str | None:
-    """The command a folder's run.json names, or None (no readable run.json, or no command)."""
+def read_run(folder: str | os.PathLike) -> dict[str, Any]:
+    """A folder's run.json; empty when it is missing, unreadable or not an object."""
     try:
         data = json.loads((Path(folder) / "run.json").read_text())
     except (OSError, ValueError):
-        return None
-    command = data.get("command") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def recorded_command(folder: str | os.PathLike) -> str | None:
+    """The command a folder's run.json names, or None (no readable run.json, or no command)."""
+    command = read_run(folder).get("command")
     return command if isinstance(command, str) else None
 
 

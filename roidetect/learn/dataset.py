@@ -200,15 +200,16 @@ def split_entries(entries: Sequence[VolumeEntry], val_fraction: float, seed: int
     return [e for e in usable if e.id not in val_ids], [e for e in usable if e.id in val_ids]
 
 
-def open_image(entry: VolumeEntry) -> tuple[Any, str | float | None]:
+def open_image(entry: VolumeEntry, fill: str | None = "auto") -> tuple[Any, str | float | None]:
     """An entry's image as training reads it (flipped where ``invert`` is set), and its fill
     value setting for :func:`roidetect.intensity.intensity_levels`: ``"auto"``, or the value
-    found before the flip and flipped with it (None: none)."""
+    found before the flip and flipped with it (None: none). ``fill=None`` skips looking for
+    it, for a caller that has the levels already."""
     from roidetect.intensity import flip_contrast
     from roidetect.volume import open_volume
 
     image = open_volume(entry.image, entry.voxel_size_um)
-    return flip_contrast(image) if entry.invert else (image, "auto")
+    return flip_contrast(image, fill) if entry.invert else (image, fill)
 
 
 def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: IntensityLevels) -> LoadedVolume:
@@ -220,7 +221,7 @@ def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: Intensit
     """
     from roidetect.volume import open_volume
 
-    image, _ = open_image(entry)
+    image, _ = open_image(entry, fill=None)  # the levels come with intensity_range
     label = open_volume(entry.label, image.spacing_um)
     if label.shape != image.shape:
         raise UserError(f"{entry.label}: label shape {label.shape} differs from image shape {image.shape}")
