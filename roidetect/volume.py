@@ -298,12 +298,12 @@ def _voxel_size_hint(path: Path, volume: Volume) -> str:
     cross-sections imaged at the 52 degree tilt are foreshortened along y unless the
     instrument's tilt correction was on, so the numbers are offered, not used.
     """
-    import tifffile
-
     if volume.format == "nifti":
         return _nifti_hint(path)
     if volume.format not in ("tiff", "tiff-folder"):
         return ""
+    import tifffile
+
     first = path / volume.details["first"] if volume.format == "tiff-folder" else path
     try:
         with tifffile.TiffFile(first) as tif:
@@ -767,7 +767,6 @@ def _mrc_spacing(header: Any) -> tuple[float, float, float] | None:
 # NIfTI -------------------------------------------------------------------------------
 
 
-_NIFTI_UNIT_TO_UM = {"micron": 1.0, "mm": 1e3, "meter": 1e6}
 NIFTI_GZIP_WARN_BYTES = 512 * 2**20
 """A ``.nii.gz`` scan larger than this (uncompressed) gets a warning: without an index, every
 block read decompresses the file from its start."""
@@ -799,7 +798,7 @@ def _open_nifti(path: Path) -> Volume:
 def _nifti_spacing(header: Any) -> tuple[float, float, float] | None:
     """Voxel size (z, y, x) in micrometres from ``pixdim`` and the header's spatial unit, or
     None when the unit is "unknown" or a size is not positive."""
-    factor = _NIFTI_UNIT_TO_UM.get(header.get_xyzt_units()[0])
+    factor = _unit_factor(header.get_xyzt_units()[0])  # "micron", "mm", "meter"; "unknown" gives None
     x, y, z = (float(v) for v in header.get_zooms()[:3])
     if factor is None or not min(x, y, z) > 0:
         return None
