@@ -8,7 +8,9 @@ block with ``volume[z0:z1, y0:y1, x0:x1]``.
 Supported inputs
 ----------------
 - multi-page TIFF / BigTIFF, ImageJ hyperstacks and OME-TIFF, compressed or not (``.tif``,
-  ``.tiff``, ``.btf``); the voxel size comes from the ImageJ or OME metadata;
+  ``.tiff``, ``.btf``); the voxel size comes from the ImageJ or OME metadata. A TIFF whose
+  resolution tags give the pixel but nothing the slice spacing has its pixel size offered in
+  the message asking for the voxel size, not used;
 - a folder of 2D TIFF slices, sorted by the numbers in their names (a warning when the names
   follow more than one pattern, or their numbers skip: other images or missing slices); a
   FIB-SEM slice's Thermo Fisher (FEI) pixel size is offered in the message asking for the
@@ -291,25 +293,34 @@ def open_volume(path: str | os.PathLike, voxel_size_um: float | Sequence[float] 
 
 def _voxel_size_hint(path: Path, volume: Volume) -> str:
     """What the file says of its voxel size although it gives none, for the message asking for
-    ``--voxel-size``: a NIfTI header's pixdim without a unit, or a FIB-SEM slice's Thermo Fisher
-    (FEI) pixel size; empty when there is nothing.
+    ``--voxel-size``: a NIfTI header's pixdim without a unit, a FIB-SEM slice's Thermo Fisher
+    (FEI) pixel size, or a TIFF's resolution tags; empty when there is nothing.
 
     Slice-and-view images record the pixel's width and height but not the slice spacing, and
     cross-sections imaged at the 52 degree tilt are foreshortened along y unless the
-    instrument's tilt correction was on, so the numbers are offered, not used.
+    instrument's tilt correction was on. A TIFF's resolution tags, too, give the pixel but no
+    slice spacing. So the numbers are offered, not used.
     """
     if volume.format == "nifti":
         return _nifti_hint(path)
-    if volume.format not in ("tiff", "tiff-folder"):
+    if volume.format not in ("tiff", "imagej-tiff", "tiff-folder"):
         return ""
     import tifffile
 
     first = path / volume.details["first"] if volume.format == "tiff-folder" else path
     try:
         with tifffile.TiffFile(first) as tif:
-            scan = (tif.fei_metadata or {}).get("Scan") or {}
-            width, height = float(scan["PixelWidth"]), float(scan["PixelHeight"])
-    except (KeyError, TypeError, ValueError, OSError):
+            return _fei_hint(tif) or _resolution_hint(tif)
+    except (OSError, ValueError):
+        return ""
+
+
+def _fei_hint(tif: Any) -> str:
+    """A FIB-SEM slice's Thermo Fisher (FEI) pixel size, as a hint for ``--voxel-size``."""
+    try:
+        scan = (tif.fei_metadata or {}).get("Scan") or {}
+        width, height = float(scan["PixelWidth"]), float(scan["PixelHeight"])
+    except (KeyError, TypeError, ValueError):
         return ""
     if not (width > 0 and height > 0):
         return ""
@@ -317,6 +328,34 @@ def _voxel_size_hint(path: Path, volume: Volume) -> str:
     return (f"; its Thermo Fisher (FEI) metadata give pixels of {x_um:.4g} um (x) by {y_um:.4g} um (y) but no "
             f"slice spacing: pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, with y divided by sin(52 deg) = 0.788 "
             "if the cross-sections were imaged at the 52 deg stage tilt without tilt correction")
+
+
+# Dots per inch that image programs write by default, which say nothing of the pixel.
+_DEFAULT_DPI = (72.0, 96.0, 150.0, 300.0, 600.0, 1200.0, 2400.0)
+
+# Micrometres per unit of the TIFF ResolutionUnit tag: 2 inch, 3 centimetre, and 4 and 5
+# tifffile's millimetre and micrometre; 1 (none) has no unit.
+_RESOLUTION_UNIT_UM = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}
+
+
+def _resolution_hint(tif: Any) -> str:
+    """The pixel size of a TIFF's resolution tags, as a hint for ``--voxel-size``: in the
+    ImageJ metadata's unit where there is one, else in the ResolutionUnit tag's. Nothing for
+    a resolution without a unit, or at a default dots-per-inch of image programs."""
+    page = tif.pages.first
+    yx = _resolution_um(page)
+    if yx is None:
+        return ""
+    factor = _unit_factor((tif.imagej_metadata or {}).get("unit")) if tif.is_imagej else None
+    if factor is None:
+        unit_tag = page.tags.get("ResolutionUnit")
+        unit = int(unit_tag.value) if unit_tag is not None else 2  # the TIFF default is inch
+        factor = _RESOLUTION_UNIT_UM.get(unit)
+        if factor is None or (unit == 2 and any(abs(1.0 / yx[1] - dpi) < 1e-6 for dpi in _DEFAULT_DPI)):
+            return ""
+    y_um, x_um = yx[0] * factor, yx[1] * factor
+    return (f"; its TIFF resolution tags give pixels of {y_um:.4g} um (y) by {x_um:.4g} um (x) but no "
+            f"slice spacing: pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, or one value if the voxels are cubic")
 
 
 def _nifti_hint(path: Path) -> str:

@@ -347,6 +347,25 @@ def test_fib_sem_slices_offer_their_pixel_size_when_the_voxel_size_is_asked_for(
     assert open_volume(folder, voxel_size_um=(0.01, 0.0062, 0.005)).shape == (4, 6, 8)
 
 
+def test_tiff_resolution_tags_are_offered_when_the_voxel_size_is_asked_for(tmp_path):
+    image = np.zeros((3, 6, 8), np.uint16)
+    # 20,000 pixels per centimetre in y, 40,000 in x: 0.5 um by 0.25 um
+    tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(40000, 20000), resolutionunit="CENTIMETER")
+    with pytest.raises(UserError, match=r"resolution tags give pixels of 0.5 um \(y\) by 0.25 um \(x\).*"
+                                        r"--voxel-size SLICE_UM 0.5 0.25"):
+        open_volume(tmp_path / "cm.tif")
+    tifffile.imwrite(tmp_path / "dpi.tif", image, resolution=(72, 72), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "none.tif", image, resolution=(2, 2), resolutionunit="NONE")
+    for name in ("dpi.tif", "none.tif"):  # a program's default dpi, and a resolution without a unit
+        with pytest.raises(UserError) as refused:
+            open_volume(tmp_path / name)
+        assert "resolution tags" not in str(refused.value)
+    tifffile.imwrite(tmp_path / "imagej.tif", image, imagej=True, resolution=(4, 4),
+                     metadata={"unit": "micron", "axes": "ZYX"})
+    with pytest.raises(UserError, match=r"pixels of 0.25 um \(y\) by 0.25 um \(x\)"):
+        open_volume(tmp_path / "imagej.tif")  # ImageJ's unit, but no slice spacing
+
+
 def test_nifti_units_singleton_axes_and_scaled_data(tmp_path, small_scan, caplog, monkeypatch):
     _write_nifti(tmp_path / "mm.nii.gz", small_scan, tuple(s / 1000 for s in SPACING), unit="mm", extra_axes=1)
     monkeypatch.setattr("roidetect.volume.NIFTI_GZIP_WARN_BYTES", small_scan.nbytes - 1)
