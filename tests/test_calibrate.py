@@ -160,7 +160,8 @@ def test_calibrate_on_the_users_own_annotated_volumes(trained: Path, tmp_path: P
 
 
 def test_calibrating_on_the_volumes_a_model_trained_on_warns_and_names_them(trained: Path, tmp_path: Path,
-                                                                            caplog: pytest.LogCaptureFixture) -> None:
+                                                                            caplog: pytest.LogCaptureFixture,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from test_learn import write_tiny_dataset
 
     card = json.loads((trained / "card.json").read_text())
@@ -172,6 +173,19 @@ def test_calibrating_on_the_volumes_a_model_trained_on_warns_and_names_them(trai
     warned = [r.getMessage() for r in caplog.records if "used to train this model" in r.getMessage()]
     assert len(warned) == 1 and f"{len(train_ids)} of the 3 volumes" in warned[0]
     assert all(i in warned[0] for i in train_ids)
+    caplog.clear()
+    # the card keeps the dataset resolved where training ran, so calibrating from another
+    # folder still recognises it, although the card's "path" was given relative
+    relative = _bare_copy(trained, tmp_path / "relative")
+    relative_card = json.loads((relative / "card.json").read_text())
+    assert Path(relative_card["training"]["data"]["resolved_path"]) == (own / "dataset.json").resolve()
+    relative_card["training"]["data"]["path"] = "data"
+    (relative / "card.json").write_text(json.dumps(relative_card))
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="roidetect.learn.final_validation"):
+        assert main(["calibrate", str(relative), "--out", str(tmp_path / "elsewhere"), "--data", str(own),
+                     "--quiet"]) == 0
+    assert "used to train this model" in caplog.text
     caplog.clear()
     other = write_tiny_dataset(tmp_path / "other")  # the same ids, in another dataset: not trained on
     with caplog.at_level(logging.WARNING, logger="roidetect.learn.final_validation"):

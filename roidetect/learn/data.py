@@ -341,7 +341,7 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
 
 
 def _folder_volumes(data: Mapping[str, Any], seed: int, percentiles: tuple[float, ...]) -> tuple[list[LoadedVolume], list[LoadedVolume], dict[str, Any], dict[str, Any]]:
-    from roidetect.learn.dataset import split_entries
+    from roidetect.learn.dataset import dataset_json_path, split_entries
 
     if data.get("val_path"):
         train_volumes, fingerprint = _dataset_volumes(data["path"], data, percentiles, validation=False)
@@ -351,7 +351,8 @@ def _folder_volumes(data: Mapping[str, Any], seed: int, percentiles: tuple[float
         train_entries, val_entries = split_entries(spec.volumes, float(data["val_fraction"]), seed)
         train_volumes = [_load(e, spec, fingerprint) for e in train_entries]
         val_volumes = [_load(e, spec, fingerprint) for e in val_entries]
-    summary = {"kind": "folder", "path": str(data["path"]), "val_path": data.get("val_path"),
+    summary = {"kind": "folder", "path": str(data["path"]),
+               "resolved_path": str(dataset_json_path(data["path"]).resolve()), "val_path": data.get("val_path"),
                "train_volumes": [v.id for v in train_volumes], "val_volumes": [v.id for v in val_volumes]}
     return train_volumes, val_volumes, fingerprint, summary
 

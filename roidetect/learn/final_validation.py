@@ -288,8 +288,9 @@ def _trained_on(card: Mapping[str, Any], dataset_json: Path, ids: Sequence[str])
     the ensemble it is, was trained on.
 
     Known for models trained on a dataset (``training.data.kind`` "folder"), whose card names
-    the training volumes and the dataset's path as it was given: absolute, or relative to the
-    current folder (where training ran).
+    the training volumes and the dataset's path: its ``dataset.json`` resolved where training
+    ran (``resolved_path``), and as it was given (``path``; cards made before
+    ``resolved_path`` have only that, read relative to the current folder).
     """
     from roidetect.learn.dataset import dataset_json_path
 
@@ -298,7 +299,8 @@ def _trained_on(card: Mapping[str, Any], dataset_json: Path, ids: Sequence[str])
     for training in [card.get("training"), *(m.get("training") for m in members)]:
         data = (training or {}).get("data") or {}
         if data.get("kind") == "folder" and data.get("path"):
-            if dataset_json_path(data["path"]).resolve() == Path(dataset_json).resolve():
+            used = Path(data["resolved_path"]) if data.get("resolved_path") else dataset_json_path(data["path"]).resolve()
+            if used == Path(dataset_json).resolve():
                 trained.update(data.get("train_volumes") or [])
     return [i for i in ids if i in trained]
 
