@@ -483,21 +483,19 @@ class _TiffPageStack:
 
 
 def _tiff_spacing(tif: Any) -> tuple[float, float, float] | None:
+    """Voxel size (z, y, x) in um from OME metadata, or from ImageJ's unit and spacing with the
+    resolution tags; None where the file does not give all three."""
     if tif.is_ome:
         return _ome_tiff_spacing(tif.ome_metadata)
-    page = tif.pages.first
-    xy = _resolution_um(page)
-    if tif.is_imagej:
-        meta = tif.imagej_metadata or {}
-        unit = _unit_factor(meta.get("unit", ""))
-        if xy is None or unit is None:
-            return None
-        z = meta.get("spacing")
-        z_um = float(z) * unit if z is not None else None
-        if z_um is None:
-            return None
-        return (z_um, xy[0] * unit, xy[1] * unit)
-    return None
+    if not tif.is_imagej:
+        return None
+    meta = tif.imagej_metadata or {}
+    unit = _unit_factor(meta.get("unit", ""))
+    yx = _resolution_um(tif.pages.first)
+    z = meta.get("spacing")
+    if yx is None or unit is None or z is None:
+        return None
+    return (float(z) * unit, yx[0] * unit, yx[1] * unit)
 
 
 def _resolution_um(page: Any) -> tuple[float, float] | None:
@@ -505,13 +503,18 @@ def _resolution_um(page: Any) -> tuple[float, float] | None:
     tags = page.tags
     if "XResolution" not in tags or "YResolution" not in tags:
         return None
-    xres = tags["XResolution"].value
-    yres = tags["YResolution"].value
-    x = xres[0] / xres[1] if isinstance(xres, tuple) else float(xres)
-    y = yres[0] / yres[1] if isinstance(yres, tuple) else float(yres)
-    if x <= 0 or y <= 0:
+    x, y = _rational(tags["XResolution"].value), _rational(tags["YResolution"].value)
+    if not (x > 0 and y > 0):  # unset (0/0, written by some programs) or meaningless
         return None
     return (1.0 / y, 1.0 / x)
+
+
+def _rational(value: Any) -> float:
+    """A TIFF RATIONAL (numerator, denominator) or a number as a float; NaN for a zero
+    denominator."""
+    if isinstance(value, tuple):
+        return value[0] / value[1] if value[1] else float("nan")
+    return float(value)
 
 
 def _ome_tiff_spacing(xml: str | None) -> tuple[float, float, float] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import h5py
@@ -356,10 +357,19 @@ def test_tiff_resolution_tags_are_offered_when_the_voxel_size_is_asked_for(tmp_p
         open_volume(tmp_path / "cm.tif")
     tifffile.imwrite(tmp_path / "dpi.tif", image, resolution=(72, 72), resolutionunit="INCH")
     tifffile.imwrite(tmp_path / "none.tif", image, resolution=(2, 2), resolutionunit="NONE")
-    for name in ("dpi.tif", "none.tif"):  # a program's default dpi, and a resolution without a unit
+    tifffile.imwrite(tmp_path / "zero.tif", image, resolution=(3, 3), resolutionunit="CENTIMETER")
+    with tifffile.TiffFile(tmp_path / "zero.tif") as tif:  # a resolution of 0/0, as some programs write
+        offsets = [page.tags[name].valueoffset for page in tif.pages for name in ("XResolution", "YResolution")]
+    with open(tmp_path / "zero.tif", "r+b") as f:
+        for offset in offsets:
+            f.seek(offset)
+            f.write(struct.pack("<II", 0, 0))
+    # a program's default dpi, a resolution without a unit, and 0/0
+    for name in ("dpi.tif", "none.tif", "zero.tif"):
         with pytest.raises(UserError) as refused:
             open_volume(tmp_path / name)
-        assert "resolution tags" not in str(refused.value)
+        assert "resolution tags" not in str(refused.value) and "carries no voxel size" in str(refused.value)
+        assert open_volume(tmp_path / name, voxel_size_um=0.05).shape == (3, 6, 8)
     tifffile.imwrite(tmp_path / "imagej.tif", image, imagej=True, resolution=(4, 4),
                      metadata={"unit": "micron", "axes": "ZYX"})
     with pytest.raises(UserError, match=r"pixels of 0.25 um \(y\) by 0.25 um \(x\)"):
