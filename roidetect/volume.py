@@ -578,6 +578,9 @@ class _TiffSliceFolder:
             if plane.shape != self.shape[1:]:
                 raise UserError(f"{self._files[int(z)]}: slice has shape {plane.shape}, the first slice "
                                 f"has {self.shape[1:]}; all slices must match")
+            if plane.dtype != self.dtype:  # e.g. slices re-saved as 8-bit: their grey values would not compare
+                raise UserError(f"{self._files[int(z)]}: slice holds {plane.dtype} values, the first slice "
+                                f"{self.dtype}; all slices must have one data type")
             planes.append(plane[rest])
         return _stack(planes, zsel, self.shape, rest, self.dtype)
 

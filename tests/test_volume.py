@@ -215,7 +215,7 @@ def test_tiff_without_voxel_size_needs_one(tmp_path, small_scan):
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "truncated-pages", "corrupt", "2d", "4d", "empty", "hdf5-no-dataset",
                                   "hdf5-group", "unsupported", "complex",
-                                  "mrc-truncated", "mrc-axes", "mrc-2d"])
+                                  "mrc-truncated", "mrc-axes", "mrc-2d", "folder-shapes", "folder-types"])
 def test_bad_input_raises_one_line_user_error(tmp_path, small_scan, case):
     path = tmp_path / "scan.tif"
     if case == "truncated":
@@ -243,6 +243,13 @@ def test_bad_input_raises_one_line_user_error(tmp_path, small_scan, case):
     elif case == "complex":
         path = tmp_path / "scan.npy"
         np.save(path, np.zeros((4, 4, 4), np.complex64))
+    elif case.startswith("folder"):  # one slice of another size, or re-saved as 8-bit
+        path = tmp_path / "slices"
+        path.mkdir()
+        for z, plane in enumerate(small_scan[:4]):
+            if z == 2:
+                plane = plane[:, :-1] if case == "folder-shapes" else (plane >> 8).astype(np.uint8)
+            tifffile.imwrite(path / f"slice_{z:03d}.tif", plane)
     elif case.startswith("mrc"):
         path = tmp_path / "scan.mrc"
         _write_mrc(path, small_scan[0] if case == "mrc-2d" else small_scan, SPACING)
