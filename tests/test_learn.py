@@ -215,7 +215,8 @@ def test_a_padded_volume_is_normalised_as_predict_will(tmp_path: Path, monkeypat
     for folder in ("images", "labels", "instances"):
         file = padded.parent / folder / "vol_0000.tif"
         write_tiff(file, np.pad(tifffile.imread(file), pad), SPACING)
-    (_, [unpadded]), (_, [volume]) = annotated_volumes(plain, (0.5, 99.5)), annotated_volumes(padded, (0.5, 99.5))
+    (_, [unpadded]) = annotated_volumes(plain, (0.5, 99.5), SPACING)
+    (_, [volume]) = annotated_volumes(padded, (0.5, 99.5), SPACING)
     assert unpadded.intensity_range.fill is None and volume.intensity_range.fill == 0.0
     assert volume.intensity_range[:2] == pytest.approx(unpadded.intensity_range[:2], abs=2.0)
     image = normalise(volume.image, *volume.intensity_range)

@@ -294,7 +294,9 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
     phantoms = None
     if data["kind"] == "folder":
         train_volumes, val_volumes, fingerprint, summary = _folder_volumes(data, seed, percentiles)
-        fingerprint = summarise({v.id: fingerprint["volumes"][v.id] for v in train_volumes}, percentiles)
+        # the shapes and voxel size of the volumes as loaded: the patch size follows them
+        fingerprint = summarise({v.id: {**fingerprint["volumes"][v.id], "voxel_size_um": list(v.spacing_um),
+                                        "shape_zyx": list(v.image.shape)} for v in train_volumes}, percentiles)
     elif data["kind"] == "synthetic":
         phantoms = PhantomSettings(tuple(int(s) for s in data["shape"]),  # type: ignore[arg-type]
                                    tuple(float(s) for s in data["voxel_size_um"]),  # type: ignore[arg-type]
@@ -302,8 +304,9 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
                                    dict(data.get("synth_overrides") or {}),
                                    checked_preset_weights(data.get("preset_weights")))  # before any phantom is made
         train_volumes = []
-        if data.get("val_path"):
-            val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True)
+        if data.get("val_path"):  # at the phantoms' voxel size, which the package records
+            val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True,
+                                              target_um=phantoms.voxel_size_um)
         else:
             count = int(data["val_phantoms"])  # made by as many processes as the loader will have workers
             val_volumes = make_phantom_volumes(phantoms, [TRAIN_SEEDS + seed * 1000 + i for i in range(count)],
@@ -341,19 +344,29 @@ def build_training_data(data: Mapping[str, Any], seed: int, divisor: Sequence[in
 
 
 def _folder_volumes(data: Mapping[str, Any], seed: int, percentiles: tuple[float, ...]) -> tuple[list[LoadedVolume], list[LoadedVolume], dict[str, Any], dict[str, Any]]:
+    """Training and validation volumes of a dataset, all at the training volumes' median voxel
+    size (:mod:`roidetect.learn.resample`), the dataset's fingerprint and the card's summary
+    (``resampled_volumes``: the ids of the dataset's volumes that were resampled)."""
     from roidetect.learn.dataset import dataset_json_path, split_entries
+    from roidetect.learn.resample import needs_resampling
 
     if data.get("val_path"):
         train_volumes, fingerprint = _dataset_volumes(data["path"], data, percentiles, validation=False)
-        val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True)
+        target = _median_voxel_size(fingerprint, train_volumes)
+        val_volumes, _ = _dataset_volumes(data["val_path"], data, percentiles, validation=True, target_um=target)
+        own = train_volumes
     else:
         spec, fingerprint = _fingerprinted(data["path"], data, percentiles)
         train_entries, val_entries = split_entries(spec.volumes, float(data["val_fraction"]), seed)
-        train_volumes = [_load(e, spec, fingerprint) for e in train_entries]
-        val_volumes = [_load(e, spec, fingerprint) for e in val_entries]
+        target = _median_voxel_size(fingerprint, train_entries)
+        train_volumes = _load_at(train_entries, spec, fingerprint, target)
+        val_volumes = _load_at(val_entries, spec, fingerprint, target)
+        own = train_volumes + val_volumes
     summary = {"kind": "folder", "path": str(data["path"]),
                "resolved_path": str(dataset_json_path(data["path"]).resolve()), "val_path": data.get("val_path"),
-               "train_volumes": [v.id for v in train_volumes], "val_volumes": [v.id for v in val_volumes]}
+               "train_volumes": [v.id for v in train_volumes], "val_volumes": [v.id for v in val_volumes],
+               "resampled_volumes": [v.id for v in own if target is not None
+                                     and needs_resampling(fingerprint["volumes"][v.id]["voxel_size_um"], target)]}
     return train_volumes, val_volumes, fingerprint, summary
 
 
@@ -365,29 +378,57 @@ def _fingerprinted(path: str, data: Mapping[str, Any], percentiles: tuple[float,
     return spec, dataset_fingerprint(spec, percentiles, data.get("cache_dir"))
 
 
-def annotated_volumes(path: str | os.PathLike, percentiles: tuple[float, ...]) -> tuple[Any, list[LoadedVolume]]:
+def annotated_volumes(path: str | os.PathLike, percentiles: tuple[float, ...],
+                      voxel_size_um: Sequence[float]) -> tuple[Any, list[LoadedVolume]]:
     """A dataset (``dataset.json`` or its folder), read once: its ``DatasetSpec`` and every
-    volume not marked ``test``, in memory.
+    volume not marked ``test``, in memory, at ``voxel_size_um`` (z, y, x; a model's) where
+    its own differs by more than 5 % (:mod:`roidetect.learn.resample`).
 
     Each volume keeps the intensity range of its own ``percentiles``, as ``roidetect predict`` uses.
     """
     spec, fingerprint = _fingerprinted(str(path), {}, percentiles)
-    return spec, _loaded(spec, fingerprint, validation=False)
+    return spec, _loaded(spec, fingerprint, validation=False, target_um=voxel_size_um)
 
 
-def _dataset_volumes(path: str, data: Mapping[str, Any], percentiles: tuple[float, ...],
-                     validation: bool) -> tuple[list[LoadedVolume], dict[str, Any]]:
+def _dataset_volumes(path: str, data: Mapping[str, Any], percentiles: tuple[float, ...], validation: bool,
+                     target_um: Sequence[float] | None = None) -> tuple[list[LoadedVolume], dict[str, Any]]:
     """Every volume of a dataset not marked ``test`` (see :func:`_loaded`), and its fingerprint."""
     spec, fingerprint = _fingerprinted(path, data, percentiles)
-    return _loaded(spec, fingerprint, validation), fingerprint
+    return _loaded(spec, fingerprint, validation, target_um), fingerprint
 
 
-def _loaded(spec: Any, fingerprint: dict[str, Any], validation: bool) -> list[LoadedVolume]:
-    """The volumes of ``spec`` not marked ``test``; for validation only those marked ``val``, if any."""
+def _loaded(spec: Any, fingerprint: dict[str, Any], validation: bool,
+            target_um: Sequence[float] | None = None) -> list[LoadedVolume]:
+    """The volumes of ``spec`` not marked ``test``; for validation only those marked ``val``, if any.
+
+    All at ``target_um``, by default the median voxel size of these volumes."""
     entries = [e for e in spec.volumes if e.split != "test"]
     if validation and any(e.split == "val" for e in entries):
         entries = [e for e in entries if e.split == "val"]
-    return [_load(e, spec, fingerprint) for e in entries]
+    target = _median_voxel_size(fingerprint, entries) if target_um is None else tuple(float(t) for t in target_um)
+    return _load_at(entries, spec, fingerprint, target)
+
+
+def _median_voxel_size(fingerprint: dict[str, Any], entries: Sequence[Any]) -> tuple[float, float, float] | None:
+    """Per-axis median voxel size (z, y, x), as fingerprinted, of ``entries`` (anything with the
+    ``id`` of a fingerprinted volume); None for no entries."""
+    if not entries:
+        return None
+    median = np.median([fingerprint["volumes"][e.id]["voxel_size_um"] for e in entries], axis=0)
+    return (float(median[0]), float(median[1]), float(median[2]))
+
+
+def _load_at(entries: Sequence[Any], spec: Any, fingerprint: dict[str, Any],
+             target_um: tuple[float, float, float] | None) -> list[LoadedVolume]:
+    """``entries`` loaded one at a time, each resampled to ``target_um`` where it differs;
+    volumes too far from it are refused before any is read."""
+    from roidetect.learn.resample import at_voxel_size, check_voxel_sizes
+
+    if target_um is None:
+        return []
+    check_voxel_sizes({e.id: fingerprint["volumes"][e.id]["voxel_size_um"] for e in entries}, target_um,
+                      str(spec.path))
+    return [at_voxel_size(_load(e, spec, fingerprint), target_um) for e in entries]
 
 
 def _load(entry: Any, spec: Any, fingerprint: dict[str, Any]) -> LoadedVolume:

@@ -271,7 +271,8 @@ def _calibration_volumes(path: str | Path, card: Mapping[str, Any]) -> tuple[Any
     from roidetect.errors import UserError
     from roidetect.learn.data import annotated_volumes
 
-    spec, volumes = annotated_volumes(path, tuple(float(p) for p in card["normalisation"]["percentiles"]))
+    spec, volumes = annotated_volumes(path, tuple(float(p) for p in card["normalisation"]["percentiles"]),
+                                      card["voxel_size_um"])
     if not volumes:
         raise UserError(f"{path}: no volume to calibrate on (every volume is marked \"split\": \"test\")")
     trained = _trained_on(card, spec.path, [v.id for v in volumes])
