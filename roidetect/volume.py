@@ -9,8 +9,8 @@ Supported inputs
 ----------------
 - multi-page TIFF / BigTIFF, ImageJ hyperstacks and OME-TIFF, compressed or not (``.tif``,
   ``.tiff``, ``.btf``); the voxel size comes from the ImageJ or OME metadata. A TIFF whose
-  resolution tags give the pixel but nothing the slice spacing has its pixel size offered in
-  the message asking for the voxel size, not used;
+  OME metadata or resolution tags give the pixel but not the slice spacing has its pixel size
+  offered in the message asking for the voxel size, not used;
 - a folder of 2D TIFF slices, sorted by the numbers in their names (a warning when the names
   follow more than one pattern, or their numbers skip: other images or missing slices); a
   FIB-SEM slice's Thermo Fisher (FEI) pixel size is offered in the message asking for the
@@ -294,7 +294,8 @@ def open_volume(path: str | os.PathLike, voxel_size_um: float | Sequence[float] 
 def _voxel_size_hint(path: Path, volume: Volume) -> str:
     """What the file says of its voxel size although it gives none, for the message asking for
     ``--voxel-size``: a NIfTI header's pixdim without a unit, a FIB-SEM slice's Thermo Fisher
-    (FEI) pixel size, or a TIFF's resolution tags; empty when there is nothing.
+    (FEI) pixel size, OME metadata without a z size, or a TIFF's resolution tags; empty when
+    there is nothing.
 
     Slice-and-view images record the pixel's width and height but not the slice spacing, and
     cross-sections imaged at the 52 degree tilt are foreshortened along y unless the
@@ -303,15 +304,15 @@ def _voxel_size_hint(path: Path, volume: Volume) -> str:
     """
     if volume.format == "nifti":
         return _nifti_hint(path)
-    if volume.format not in ("tiff", "imagej-tiff", "tiff-folder"):
+    if volume.format not in ("tiff", "imagej-tiff", "ome-tiff", "tiff-folder"):
         return ""
     import tifffile
 
     first = path / volume.details["first"] if volume.format == "tiff-folder" else path
     try:
         with tifffile.TiffFile(first) as tif:
-            return _fei_hint(tif) or _resolution_hint(tif)
-    except (OSError, ValueError):
+            return _fei_hint(tif) or _ome_hint(tif) or _resolution_hint(tif)
+    except (OSError, ValueError, ET.ParseError):
         return ""
 
 
@@ -328,6 +329,17 @@ def _fei_hint(tif: Any) -> str:
     return (f"; its Thermo Fisher (FEI) metadata give pixels of {x_um:.4g} um (x) by {y_um:.4g} um (y) but no "
             f"slice spacing: pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, with y divided by sin(52 deg) = 0.788 "
             "if the cross-sections were imaged at the 52 deg stage tilt without tilt correction")
+
+
+def _ome_hint(tif: Any) -> str:
+    """The pixel size of OME metadata that give y and x but no z, as a hint for ``--voxel-size``."""
+    if not tif.is_ome:
+        return ""
+    _, y_um, x_um = _ome_physical_sizes(tif.ome_metadata)
+    if y_um is None or x_um is None or not (y_um > 0 and x_um > 0):
+        return ""
+    return (f"; its OME metadata give pixels of {y_um:.4g} um (y) by {x_um:.4g} um (x) but no PhysicalSizeZ: "
+            f"pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, or one value if the voxels are cubic")
 
 
 # Dots per inch that image programs write by default, which say nothing of the pixel.
@@ -518,19 +530,22 @@ def _rational(value: Any) -> float:
 
 
 def _ome_tiff_spacing(xml: str | None) -> tuple[float, float, float] | None:
-    if not xml:
-        return None
-    root = ET.fromstring(xml)
-    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    """Voxel size (z, y, x) in um from OME-XML; None unless it gives all three."""
+    z, y, x = _ome_physical_sizes(xml)
+    return None if z is None or y is None or x is None else (z, y, x)
+
+
+def _ome_physical_sizes(xml: str | None) -> tuple[float | None, float | None, float | None]:
+    """``PhysicalSize{Z,Y,X}`` of the first ``Pixels`` element in um (micrometres where no unit is
+    given, as OME's default); None for a size that is missing or in a unit of no length."""
+    pixels = next((el for el in ET.fromstring(xml).iter() if el.tag.endswith("Pixels")), None) if xml else None
     if pixels is None:
-        return None
+        return (None, None, None)
     sizes = []
     for axis in ("Z", "Y", "X"):
         value = pixels.get(f"PhysicalSize{axis}")
         factor = _unit_factor(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
-        if value is None or factor is None:
-            return None
-        sizes.append(float(value) * factor)
+        sizes.append(None if value is None or factor is None else float(value) * factor)
     return (sizes[0], sizes[1], sizes[2])
 
 

@@ -355,7 +355,7 @@ def test_fib_sem_slices_offer_their_pixel_size_when_the_voxel_size_is_asked_for(
     assert open_volume(folder, voxel_size_um=(0.01, 0.0062, 0.005)).shape == (4, 6, 8)
 
 
-def test_tiff_resolution_tags_are_offered_when_the_voxel_size_is_asked_for(tmp_path):
+def test_tiff_pixel_sizes_without_a_slice_spacing_are_offered_when_the_voxel_size_is_asked_for(tmp_path):
     image = np.zeros((3, 6, 8), np.uint16)
     # 20,000 pixels per centimetre in y, 40,000 in x: 0.5 um by 0.25 um
     tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(40000, 20000), resolutionunit="CENTIMETER")
@@ -377,6 +377,11 @@ def test_tiff_resolution_tags_are_offered_when_the_voxel_size_is_asked_for(tmp_p
             open_volume(tmp_path / name)
         assert "resolution tags" not in str(refused.value) and "carries no voxel size" in str(refused.value)
         assert open_volume(tmp_path / name, voxel_size_um=0.05).shape == (3, 6, 8)
+    tifffile.imwrite(tmp_path / "ome.tif", image, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.04, "PhysicalSizeY": 30, "PhysicalSizeYUnit": "nm"})
+    with pytest.raises(UserError, match=r"OME metadata give pixels of 0.03 um \(y\) by 0.04 um \(x\) but no "
+                                        r"PhysicalSizeZ"):
+        open_volume(tmp_path / "ome.tif")
     tifffile.imwrite(tmp_path / "imagej.tif", image, imagej=True, resolution=(4, 4),
                      metadata={"unit": "micron", "axes": "ZYX"})
     with pytest.raises(UserError, match=r"pixels of 0.25 um \(y\) by 0.25 um \(x\)"):
