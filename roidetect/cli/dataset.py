@@ -1,0 +1,60 @@
+"""``roidetect dataset IMAGES LABELS --out DATASET``: a dataset.json from folders of scans and labels."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from roidetect.cli.common import add_command, add_voxel_size, voxel_size
+from roidetect.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers, "dataset", "write a dataset.json for training from folders of scans and labels",
+        "Pair every scan in IMAGES with the label volume of the same name in LABELS and write the "
+        "dataset.json that 'roidetect train data=folder' and 'roidetect calibrate --data' read. Names "
+        "match without their format suffix, nnU-Net's channel number (_0000) and a last word naming the "
+        "role (scan_a.tif goes with scan_a_labels.tif or scan_a_seg.nii.gz); IMAGES and LABELS may be one "
+        "folder. Every pair is checked first (it opens, the shapes agree, the voxel size is known, the "
+        "label values are roidetect's 0-3 and the ignore label); nothing is written when one fails. "
+        "See docs/training.md.")
+    parser.add_argument("images", help="folder of scans (TIFF, folders of TIFF slices, NIfTI, MRC, HDF5, Zarr, .npy)")
+    parser.add_argument("labels", help="folder of label volumes: 0 background, 1 pore, 2 crack, 3 delamination, "
+                                       "255 not annotated")
+    parser.add_argument("--out", required=True,
+                        help="the .json file to write, or a folder to write dataset.json in; the paths in it are "
+                             "relative to it")
+    parser.add_argument("--instances", metavar="FOLDER", help="folder of instance volumes (one id per defect)")
+    add_voxel_size(parser)
+    parser.add_argument("--name", help="dataset name (default: the output folder's name)")
+    parser.add_argument("--ignore-label", type=int, default=255, metavar="N",
+                        help="label value of voxels that were not annotated (default 255)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset.json")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from roidetect.labels import DATASET_FILE
+    from roidetect.learn.dataset_folders import dataset_document, dataset_entries, pair_folders
+    from roidetect.volume import write_json
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".json" and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: give a .json file to write, or a folder to write {DATASET_FILE} in")
+    json_path = out if out.suffix.lower() == ".json" else out / DATASET_FILE
+    pairs, unlabelled = pair_folders(args.images, args.labels, args.instances)
+    if unlabelled:
+        log.warning("%d scan(s) without labels left out: %s", len(unlabelled),
+                    ", ".join(Path(p).name for p in unlabelled[:5]) + (" ..." if len(unlabelled) > 5 else ""))
+    entries = dataset_entries(pairs, json_path.parent, voxel_size(args), args.ignore_label)
+    document = dataset_document(entries, args.name or json_path.parent.resolve().name, args.ignore_label)
+    write_json(json_path, document, overwrite=args.overwrite)
+    print(f"{json_path}: {len(entries)} volume(s)"
+          + (" with instances" if args.instances else "")
+          + f"; train with: roidetect train data=folder data.path={json_path} out=runs/NAME")
+    return 0
