@@ -22,12 +22,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
+from roidetect.learn.dataset import VolumeEntry
 from roidetect.volume import HDF5_SUFFIXES, MRC_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES
 
 VOLUME_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", *NIFTI_SUFFIXES, *TIFF_SUFFIXES, *MRC_SUFFIXES,
@@ -43,24 +43,14 @@ IMAGE_WORDS = ("image", "images", "img", "scan", "raw", "data", "volume", "recon
 _NNUNET_CHANNEL = re.compile(r"_\d{4}$")
 
 
-@dataclass(frozen=True)
-class Pair:
-    """A scan and its labels (and instances), by absolute path (HDF5: ``file.h5:/dataset``)."""
-
-    id: str
-    image: str
-    label: str
-    instances: str | None = None
-
-
 def pair_folders(images: str | os.PathLike, labels: str | os.PathLike,
-                 instances: str | os.PathLike | None = None) -> tuple[list[Pair], list[str]]:
+                 instances: str | os.PathLike | None = None) -> tuple[list[VolumeEntry], list[str]]:
     """Pair the volumes of ``images`` with those of ``labels`` (and ``instances``) by name.
 
     Returns
     -------
-    pairs : list of Pair
-        Sorted by id.
+    pairs : list of VolumeEntry
+        Sorted by id; absolute paths (HDF5: ``file.h5:/dataset``), no voxel size or split.
     unlabelled : list of str
         Images without labels, left out (a scan not annotated yet).
 
@@ -89,20 +79,21 @@ def pair_folders(images: str | os.PathLike, labels: str | os.PathLike,
         if orphans:
             raise UserError(f"{_listing(found[o] for o in orphans)}: {what} without an image of the same name in "
                             f"{images}; rename them to match their scans (e.g. scan_a.tif and scan_a_labels.tif)")
-    pairs = [Pair(key, found_images[key], found_labels[key], found_instances.get(key))
+    pairs = [VolumeEntry(key, found_images[key], found_labels[key], found_instances.get(key))
              for key in sorted(found_labels)]
     unlabelled = [found_images[key] for key in sorted(set(found_images) - set(found_labels))]
     return pairs, unlabelled
 
 
-def dataset_entries(pairs: Sequence[Pair], dataset_dir: str | os.PathLike,
+def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike,
                     voxel_size_um: float | Sequence[float] | None = None,
                     ignore_label: int = label_scheme.IGNORE) -> list[dict[str, Any]]:
     """The ``volumes`` of a ``dataset.json`` in ``dataset_dir`` for checked ``pairs``.
 
     Parameters
     ----------
-    pairs : sequence of Pair
+    pairs : sequence of VolumeEntry
+        From :func:`pair_folders`.
     dataset_dir : path
         The folder the ``dataset.json`` will be in; paths are written relative to it.
     voxel_size_um : float or (3,) floats, optional
