@@ -338,8 +338,7 @@ def _ome_hint(tif: Any) -> str:
     _, y_um, x_um = _ome_physical_sizes(tif.ome_metadata)
     if y_um is None or x_um is None or not (y_um > 0 and x_um > 0):
         return ""
-    return (f"; its OME metadata give pixels of {y_um:.4g} um (y) by {x_um:.4g} um (x) but no PhysicalSizeZ: "
-            f"pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, or one value if the voxels are cubic")
+    return _pixel_hint("OME metadata", y_um, x_um, "no PhysicalSizeZ")
 
 
 # Dots per inch that image programs write by default, which say nothing of the pixel.
@@ -365,9 +364,14 @@ def _resolution_hint(tif: Any) -> str:
         factor = _RESOLUTION_UNIT_UM.get(unit)
         if factor is None or (unit == 2 and any(abs(1.0 / yx[1] - dpi) < 1e-6 for dpi in _DEFAULT_DPI)):
             return ""
-    y_um, x_um = yx[0] * factor, yx[1] * factor
-    return (f"; its TIFF resolution tags give pixels of {y_um:.4g} um (y) by {x_um:.4g} um (x) but no "
-            f"slice spacing: pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, or one value if the voxels are cubic")
+    return _pixel_hint("TIFF resolution tags", yx[0] * factor, yx[1] * factor, "no slice spacing")
+
+
+def _pixel_hint(source: str, y_um: float, x_um: float, lacking: str) -> str:
+    """The hint for ``--voxel-size`` from a pixel size (um) that ``source`` gives without the
+    slice spacing (``lacking`` says what is missing)."""
+    return (f"; its {source} give pixels of {y_um:.4g} um (y) by {x_um:.4g} um (x) but {lacking}: "
+            f"pass --voxel-size SLICE_UM {y_um:.4g} {x_um:.4g}, or one value if the voxels are cubic")
 
 
 def _nifti_hint(path: Path) -> str:
