@@ -3,7 +3,7 @@
 ``predict`` resamples a scan whose voxel size differs from the model's by more than 5 %
 (``inference.resample_tolerance``), so the network always sees the voxel size it was trained
 at. Training and calibration do the same with annotated volumes: each volume whose voxel size
-differs from the target by more than :data:`RESAMPLE_TOLERANCE` along an axis is resampled to
+differs from the target by more than ``predict``'s tolerance (5 %) along an axis is resampled to
 it once, when it is loaded. The target is the median voxel size of the training volumes (the
 one the package records), or the package's voxel size when calibrating. Without this, a
 dataset mixing 35 nm and 70 nm scans would teach the network defects at two scales and
@@ -19,7 +19,9 @@ view), the resampled image holds it exactly, as the fill is recognised by equali
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -31,20 +33,26 @@ from roidetect.learn.dataset import LoadedVolume
 
 log = logging.getLogger(__name__)
 
-RESAMPLE_TOLERANCE = 0.05
-"""Relative difference of voxel size along any axis above which a volume is resampled
-(``predict``'s default ``inference.resample_tolerance``)."""
-MAX_COARSER = 4.0
-"""Volumes whose voxels are more than this many times the target's along any axis are refused
-(``predict``'s default ``inference.max_coarser``): resampled, they would hold 64 times the voxels."""
-MAX_FINER = 20.0
-"""... or this many times finer (``inference.max_finer``): a voxel size in the wrong unit."""
+@functools.cache
+def predict_limits() -> tuple[float, float, float]:
+    """``predict``'s defaults for resampling (``configs/predict.yaml``, ``inference``), which
+    training and calibration follow: the relative voxel-size difference along any axis above
+    which a volume is resampled (``resample_tolerance``, 0.05), and how many times coarser
+    (``max_coarser``, 4: resampled, such a volume would hold 64 times the voxels) or finer
+    (``max_finer``, 20: a voxel size in the wrong unit) than the target a volume may be
+    (null there: no limit)."""
+    from roidetect.inference.settings import load_settings
+
+    inference = load_settings()["inference"]
+    limit = [math.inf if inference[key] is None else float(inference[key]) for key in ("max_coarser", "max_finer")]
+    return float(inference["resample_tolerance"]), limit[0], limit[1]
 
 
 def needs_resampling(spacing_um: Sequence[float], target_um: Sequence[float]) -> bool:
     """Whether a volume of ``spacing_um`` (z, y, x) differs from ``target_um`` by more than
-    :data:`RESAMPLE_TOLERANCE` along any axis."""
-    return any(abs(s / t - 1.0) > RESAMPLE_TOLERANCE for s, t in zip(spacing_um, target_um))
+    ``predict``'s ``resample_tolerance`` (:func:`predict_limits`) along any axis."""
+    tolerance = predict_limits()[0]
+    return any(abs(s / t - 1.0) > tolerance for s, t in zip(spacing_um, target_um))
 
 
 def check_voxel_sizes(spacings_um: Mapping[str, Sequence[float]], target_um: Sequence[float], where: str) -> None:
@@ -62,22 +70,23 @@ def check_voxel_sizes(spacings_um: Mapping[str, Sequence[float]], target_um: Seq
     Raises
     ------
     UserError
-        A volume's voxels are more than :data:`MAX_COARSER` times coarser or :data:`MAX_FINER`
-        times finer than the target's along an axis.
+        A volume's voxels are more times coarser or finer than the target's along an axis than
+        ``predict`` allows a scan (:func:`predict_limits`).
     """
+    _, max_coarser, max_finer = predict_limits()
     target = [float(t) for t in target_um]
     for vid, spacing in spacings_um.items():
         ratios = [float(s) / t for s, t in zip(spacing, target)]
-        if max(ratios) > MAX_COARSER or min(ratios) < 1.0 / MAX_FINER:
+        if max(ratios) > max_coarser or min(ratios) < 1.0 / max_finer:
             raise UserError(f"{where}: volume {vid} has voxels of {_um(spacing)} um, too far from the "
-                            f"{_um(target)} um the others are brought to (at most {MAX_COARSER:g} times coarser "
-                            f"or {MAX_FINER:g} times finer); check its voxel size, or train on volumes of "
+                            f"{_um(target)} um the others are brought to (at most {max_coarser:g} times coarser "
+                            f"or {max_finer:g} times finer); check its voxel size, or train on volumes of "
                             "similar voxel size")
 
 
 def at_voxel_size(volume: LoadedVolume, target_um: Sequence[float]) -> LoadedVolume:
     """``volume`` resampled to ``target_um`` (z, y, x), or itself where it is within
-    :data:`RESAMPLE_TOLERANCE` of it.
+    ``predict``'s tolerance of it (:func:`needs_resampling`).
 
     Returns
     -------
