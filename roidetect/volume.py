@@ -395,7 +395,7 @@ def _open_by_format(path: Path, inner: str | None) -> Volume:
     suffix = path.suffix.lower()
     if suffix in HDF5_SUFFIXES:
         return _open_hdf5(path, inner)
-    if suffix == ".zarr" or (path.is_dir() and _is_zarr(path)):
+    if suffix == ".zarr" or (path.is_dir() and is_zarr(path)):
         return _open_zarr(path, inner)
     if inner is not None:
         raise UserError(f"{path}: an inner path ':{inner}' only applies to HDF5 and Zarr files")
@@ -559,8 +559,7 @@ def _ome_physical_sizes(xml: str | None) -> tuple[float | None, float | None, fl
 def _open_tiff_folder(path: Path) -> Volume:
     import tifffile
 
-    files = sorted((p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")),
-                   key=_natural_key)
+    files = slice_files(path)
     if not files:
         raise UserError(f"{path}: folder holds no TIFF slices (*.tif, *.tiff)")
     _warn_about_slice_names(path, [p.name for p in files])
@@ -637,6 +636,12 @@ def _warn_about_slice_names(folder: Path, names: list[str]) -> None:
                     f" (and {len(jumps) - 1} more uneven steps)" if len(jumps) > 1 else "")
 
 
+def slice_files(folder: Path) -> list[Path]:
+    """The TIFF slices of a folder (hidden files left out), sorted by the numbers in their names."""
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")),
+                  key=_natural_key)
+
+
 def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
@@ -682,7 +687,8 @@ def _spacing_from_attrs(attrs: Any) -> tuple[float, float, float] | None:
 # Zarr / OME-Zarr ---------------------------------------------------------------------
 
 
-def _is_zarr(path: Path) -> bool:
+def is_zarr(path: Path) -> bool:
+    """Whether a folder is a Zarr store or group (v2 or v3 markers), whatever its name."""
     return any((path / marker).exists() for marker in (".zarray", ".zgroup", "zarr.json"))
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
 from roidetect.learn.dataset import VolumeEntry
-from roidetect.volume import HDF5_SUFFIXES, MRC_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES
+from roidetect.volume import HDF5_SUFFIXES, MRC_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, is_zarr, slice_files
 
 VOLUME_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", *NIFTI_SUFFIXES, *TIFF_SUFFIXES, *MRC_SUFFIXES,
                    *HDF5_SUFFIXES, ".zarr", ".npy")
@@ -180,10 +180,9 @@ def _volumes_by_name(folder: Path, words: Sequence[str], require: bool = False,
         volume = _as_volume(path)
         if volume is None:
             continue
-        stem = _key(path.name, ())
-        if (require and _key(stem, words) == stem) or (exclude and _key(stem, exclude) != stem):
+        stem, key = _key(path.name, ()), _key(path.name, words)
+        if (require and key == stem) or (exclude and _key(path.name, exclude) != stem):
             continue
-        key = _key(path.name, words)
         if key in found:
             raise UserError(f"{found[key]} and {volume}: two volumes named {key!r} once the suffixes are left out; "
                             "keep one of them in the folder")
@@ -199,8 +198,8 @@ def _as_volume(path: Path) -> str | None:
     name = path.name.lower()
     if name.startswith("."):
         return None
-    if path.is_dir() and not name.endswith(".zarr"):
-        return str(path) if any(p.suffix.lower() in TIFF_SUFFIXES for p in path.iterdir()) else None
+    if path.is_dir() and not name.endswith(".zarr") and not is_zarr(path):
+        return str(path) if slice_files(path) else None
     if not name.endswith(VOLUME_SUFFIXES):
         return None
     if name.endswith(HDF5_SUFFIXES):
