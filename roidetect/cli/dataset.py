@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from roidetect.labels import DATASET_FILE
-    from roidetect.learn.dataset_folders import dataset_document, dataset_entries, pair_folders
+    from roidetect.learn.dataset_folders import dataset_document, dataset_entries, listing, pair_folders
     from roidetect.volume import write_json
 
     out = Path(args.out)
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = out if out.suffix.lower() == ".json" else out / DATASET_FILE
     pairs, unlabelled = pair_folders(args.images, args.labels, args.instances)
     if unlabelled:
-        log.warning("%d scan(s) without labels left out: %s", len(unlabelled),
-                    ", ".join(Path(p).name for p in unlabelled[:5]) + (" ..." if len(unlabelled) > 5 else ""))
+        log.warning("%d scan(s) without labels left out: %s", len(unlabelled), listing(Path(p).name for p in unlabelled))
     entries = dataset_entries(pairs, json_path.parent, voxel_size(args), args.ignore_label)
     document = dataset_document(entries, args.name or json_path.parent.resolve().name, args.ignore_label)
     write_json(json_path, document, overwrite=args.overwrite)

@@ -77,7 +77,7 @@ def pair_folders(images: str | os.PathLike, labels: str | os.PathLike,
     for what, found in (("labels", found_labels), ("instances", found_instances)):
         orphans = sorted(set(found) - set(found_images))
         if orphans:
-            raise UserError(f"{_listing(found[o] for o in orphans)}: {what} without an image of the same name in "
+            raise UserError(f"{listing(found[o] for o in orphans)}: {what} without an image of the same name in "
                             f"{images}; rename them to match their scans (e.g. scan_a.tif and scan_a_labels.tif)")
     pairs = [VolumeEntry(key, found_images[key], found_labels[key], found_instances.get(key))
              for key in sorted(found_labels)]
@@ -248,6 +248,7 @@ def _relative(path: str, folder: str | os.PathLike) -> str:
     return relative if inner is None else f"{relative}:{inner}"
 
 
-def _listing(paths: Any) -> str:
+def listing(paths: Any) -> str:
+    """The first 5 of ``paths`` joined, and how many more there are."""
     shown = list(paths)
     return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
