@@ -244,10 +244,22 @@ def _as_label_array(values: np.ndarray, ignore_label: int, name: str) -> np.ndar
     if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
         raise UserError(f"{name}: labels must be integers, not fractional values")
     values = values.astype(np.int64, copy=False)
-    out = np.where(values == ignore_label, label_scheme.IGNORE, values)
-    unknown = ((out < 0) | (out >= label_scheme.NUM_CLASSES)) & (out != label_scheme.IGNORE)
-    if unknown.any():
-        examples = np.unique(out[unknown])[:5].tolist()
-        raise UserError(f"{name}: label values {examples} are not in the label scheme "
-                        "(0 background, 1 pore, 2 crack, 3 delamination, 255 not annotated)")
-    return out.astype(np.uint8)
+    check_label_values(values, ignore_label, name)
+    return np.where(values == ignore_label, label_scheme.IGNORE, values).astype(np.uint8)
+
+
+def check_label_values(values: np.ndarray, ignore_label: int, name: str) -> None:
+    """Refuse label values (any shape, raw as stored) other than the scheme's classes, the
+    dataset's ``ignore_label`` and 255; fractional values count as other values.
+
+    Raises
+    ------
+    UserError
+        Naming up to 5 of the other values.
+    """
+    allowed = [*label_scheme.CLASS_NAMES, ignore_label, label_scheme.IGNORE]
+    other = np.asarray(values)[~np.isin(values, allowed)]
+    if other.size:
+        shown = ", ".join(f"{v:g}" for v in np.unique(other)[:5].astype(np.float64))
+        raise UserError(f"{name}: label values ({shown}) are not in the label scheme (0 background, 1 pore, "
+                        f"2 crack, 3 delamination, {ignore_label} not annotated); relabel them")

@@ -12,7 +12,7 @@ A volume is a file of a format ``roidetect info`` reads, a Zarr store, or a sub-
 slices. An HDF5 file counts when it holds exactly one 3D dataset (written ``file.h5:/path``).
 Every pair is checked before anything is written: that both open, that they have one shape,
 that the voxel size is known, and that a sample of the label values (16 z-slices) holds only
-roidetect's classes and the ignore label. The paths written are relative to the
+what training accepts (:func:`roidetect.learn.dataset.check_label_values`). The paths written are relative to the
 ``dataset.json``, so the dataset can move with its folder. Nothing is read in full and no
 input is changed.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
-from roidetect.learn.dataset import VolumeEntry
+from roidetect.learn.dataset import VolumeEntry, check_label_values
 from roidetect.volume import HDF5_SUFFIXES, MRC_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, is_zarr, slice_files
 
 VOLUME_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", *NIFTI_SUFFIXES, *TIFF_SUFFIXES, *MRC_SUFFIXES,
@@ -108,10 +108,9 @@ def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike
         differs from its image's, an image without a voxel size, labels with values outside
         the scheme.
     """
-    from roidetect.intensity import few_grey_values
+    from roidetect.intensity import sample_voxels
     from roidetect.volume import open_volume
 
-    allowed = set(label_scheme.CLASS_NAMES) | {ignore_label}
     problems: list[str] = []
     entries = []
     for pair in pairs:
@@ -132,11 +131,10 @@ def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike
             if other.shape != image.shape:
                 problems.append(f"{path}: shape {other.shape} differs from its image's {image.shape} ({pair.image})")
             elif role == "label":
-                values = few_grey_values(other)
-                if values is None or not set(values.tolist()) <= allowed:
-                    shown = "too many for a label map" if values is None else ", ".join(f"{v:g}" for v in values)
-                    problems.append(f"{path}: label values ({shown}) are not roidetect's 0 background, 1 pore, "
-                                    f"2 crack, 3 delamination and {ignore_label} not annotated; relabel it")
+                try:
+                    check_label_values(sample_voxels(other, max_voxels=100_000, max_slices=16), ignore_label, path)
+                except UserError as exc:
+                    problems.append(str(exc))
         entry: dict[str, Any] = {"id": pair.id, "image": _relative(pair.image, dataset_dir),
                                  "label": _relative(pair.label, dataset_dir)}
         if pair.instances is not None:
