@@ -597,9 +597,10 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     Raises
     ------
     UserError
-        A missing file, or a truth whose shape differs from the prediction's.
+        A missing file, a truth whose shape differs from the prediction's, or sites planned
+        from another prediction.
     """
-    from roidetect.runlog import read_run
+    from roidetect.runlog import check_sites_planned_from, read_run
     from roidetect.volume import as_predicted, open_volume
 
     folder = Path(pred_dir)
@@ -620,6 +621,8 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
             raise UserError(f"{volume.name} has shape {volume.shape} but the prediction {folder} has "
                             f"{pred_instances.shape}; evaluate a prediction made on the annotated scan")
     site_table = None if sites is None else read_sites(sites)
+    if sites is not None:
+        check_sites_planned_from(sites, folder)
     params = params or EvaluationParams()
     reported = _prediction_min_volumes(run)
     if reported is not None:

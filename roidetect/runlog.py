@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from roidetect import __version__
+from roidetect.errors import UserError
 from roidetect.volume import split_inner_path, write_json
 
 _LIBRARIES = ("numpy", "scipy", "scikit-image", "tifffile", "zarr", "h5py", "mrcfile", "nibabel", "torch", "monai",
@@ -75,6 +76,31 @@ def made_by_other_command(folder: str | os.PathLike, expected: str) -> str:
     ``""`` otherwise (the expected command, or no readable run.json)."""
     command = recorded_command(folder)
     return f"; it is the output of 'roidetect {command}'" if command not in (None, expected) else ""
+
+
+def check_sites_planned_from(sites: str | os.PathLike, pred_dir: str | os.PathLike) -> None:
+    """Refuse milling sites that ``roidetect suggest`` planned from other detections than ``pred_dir``'s.
+
+    ``sites`` is a ``roidetect suggest`` folder or its ``sites.csv``. Its ``run.json`` records the
+    SHA-256 of the ``detections.csv`` it planned from; a mismatch means another prediction, or
+    detections changed since. Without that record (a table written elsewhere) nothing is checked.
+
+    Raises
+    ------
+    UserError
+        The recorded checksum differs from that of ``pred_dir/detections.csv``.
+    """
+    sites = Path(sites)
+    folder = sites if sites.is_dir() else sites.parent
+    inputs = read_run(folder).get("inputs")
+    recorded = inputs.get("detections.csv") if isinstance(inputs, dict) else None
+    detections = Path(pred_dir) / "detections.csv"
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str) or not detections.is_file():
+        return
+    if sha256_of(detections) != recorded["sha256"]:
+        raise UserError(f"{sites}: these sites were planned from {recorded.get('path', 'other detections')}, whose "
+                        f"detections differ from {detections} (another prediction, or detections changed since); "
+                        f"give the sites folder of this prediction, or plan anew with 'roidetect suggest {pred_dir}'")
 
 
 class RunLog:

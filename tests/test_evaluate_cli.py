@@ -12,7 +12,7 @@ import pytest
 from roidetect.cli import main
 from roidetect.detect import detections_from_labels
 from roidetect.labels import CRACK, PORE
-from roidetect.volume import write_ome_zarr, write_tiff
+from roidetect.volume import write_json, write_ome_zarr, write_tiff
 
 SPACING = (0.05, 0.05, 0.05)
 
@@ -62,7 +62,8 @@ def test_existing_output_needs_overwrite(folders):
     assert main([*args, "--overwrite"]) == 0
 
 
-@pytest.mark.parametrize("case", ["shape", "no_labels", "no_folder", "no_truth", "bad_sites", "threshold"])
+@pytest.mark.parametrize("case", ["shape", "no_labels", "no_folder", "no_truth", "bad_sites", "other_sites",
+                                  "threshold"])
 def test_user_errors_exit_2(folders, case, capsys):
     pred, truth = folders["pred"], folders["truth"]
     extra: list[str] = []
@@ -76,6 +77,10 @@ def test_user_errors_exit_2(folders, case, capsys):
         truth = truth.parent / "absent.tif"
     elif case == "bad_sites":
         extra = ["--sites", str(pred)]
+    elif case == "other_sites":  # sites that 'roidetect suggest' planned from another prediction's detections
+        write_json(folders["sites"] / "run.json", {"command": "suggest", "inputs": {"detections.csv": {
+            "path": "/elsewhere/pred/detections.csv", "sha256": "0" * 64}}})
+        extra = ["--sites", str(folders["sites"] / "sites.csv")]
     else:
         extra = ["--match-threshold", "0"]
     status = main(["evaluate", str(pred), "--truth", str(truth), "-q", *extra])

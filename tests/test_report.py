@@ -16,6 +16,7 @@ from skimage.measure import label, regionprops
 from roidetect.cli import main
 from roidetect.labels import CLASS_NAMES, CRACK, DELAMINATION, PORE
 from roidetect.report import figures_folder, write_report
+from roidetect.runlog import sha256_of
 from roidetect.surface import surface_from_mask
 from roidetect.volume import write_json, write_ome_zarr, write_tiff
 
@@ -262,7 +263,7 @@ def test_cli_writes_report_and_refuses_to_overwrite(folders, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["missing", "not-prediction", "bad-csv", "bad-sites", "swapped", "not-html",
-                                  "bad-focus"])
+                                  "bad-focus", "focus-outside", "scan-missing", "scan-other-shape"])
 def test_cli_bad_input_exit_2_one_line(folders, tmp_path, capsys, case):
     pred, sites = folders
     args = ["report", str(pred), "--out", str(tmp_path / "r.html"), "--quiet"]
@@ -290,12 +291,49 @@ def test_cli_bad_input_exit_2_one_line(folders, tmp_path, capsys, case):
     elif case == "bad-focus":
         args[2:2] = [str(sites)]
         args += ["--focus", "site:99"]
+    elif case == "focus-outside":  # the volume spans 0..4 um in z
+        args += ["--focus", "40,1,1"]
+    elif case == "scan-missing":  # a scan given by hand must be shown, not silently left out
+        args += ["--scan", str(tmp_path / "nowhere.tif")]
+    elif case == "scan-other-shape":
+        write_tiff(tmp_path / "small.tif", np.zeros((8, 8, 8), np.uint16), SPACING)
+        args += ["--scan", str(tmp_path / "small.tif")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("roidetect report: error:")
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "r_files").exists()
     made_by = {"bad-sites": "predict", "swapped": "suggest"}.get(case)  # named from the folder's run.json
     assert (f"it is the output of 'roidetect {made_by}'" in err) == (made_by is not None)
+
+
+def test_sites_planned_from_other_detections_are_refused(folders, tmp_path, capsys):
+    pred, sites = folders
+    planned = tmp_path / "sites"
+    shutil.copytree(sites, planned)
+    write_json(planned / "run.json", {"command": "suggest", "inputs": {"detections.csv": {
+        "path": str(pred / "detections.csv"), "sha256": sha256_of(pred / "detections.csv")}}})
+    assert main(["report", str(pred), str(planned), "--out", str(tmp_path / "same.html"), "--quiet"]) == 0
+    changed = tmp_path / "pred"
+    shutil.copytree(pred, changed)
+    detections = pd.read_csv(pred / "detections.csv")
+    detections.iloc[1:].to_csv(changed / "detections.csv", index=False)  # one detection removed since
+    capsys.readouterr()
+    assert main(["report", str(changed), str(planned), "--out", str(tmp_path / "other.html"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "planned from" in err and "roidetect suggest" in err
+    assert not (tmp_path / "other.html").exists()
+
+
+def test_unreachable_recorded_scan_is_logged(folders, tmp_path, caplog):
+    pred, _ = folders
+    copy = tmp_path / "pred"
+    shutil.copytree(pred, copy)
+    run = json.loads((pred / "run.json").read_text())
+    run["scan"]["path"] = str(tmp_path / "moved-away.tif")
+    (copy / "run.json").write_text(json.dumps(run))
+    with caplog.at_level("WARNING"):
+        write_report(copy, tmp_path / "r.html", quiet=True)
+    assert any("scan not shown" in r.getMessage() and "moved-away.tif" in r.getMessage() for r in caplog.records)
 
 
 def test_plan_without_sites_still_reports(folders, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +19,10 @@ from roidetect.report.html import Section
 from roidetect.report.inputs import Prediction, Sites, load_prediction, load_sites
 from roidetect.report.views import (Box, Focus, Geometry, Planes, choose_focus, display_range, orthogonal_planes,
                                     overlay, z_projection, zoom_window)
+from roidetect.runlog import check_sites_planned_from
 from roidetect.volume import split_inner_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,17 +77,22 @@ def write_report(pred_dir: str | os.PathLike, out: str | os.PathLike, sites_dir:
     Raises
     ------
     UserError
-        Bad inputs, or ``out`` exists without ``overwrite``.
+        Bad inputs (among them a ``scan`` that cannot be shown, or sites planned from another
+        prediction), or ``out`` exists without ``overwrite``.
     """
     if max_thumbnails < 0:
         raise UserError(f"--thumbnails {max_thumbnails}: give 0 or more sites to draw up close")
     out = _check_out(Path(out), overwrite)
     check_output_dir(figures_folder(out), overwrite)
     prediction = load_prediction(pred_dir, scan)
+    if prediction.scan is None:
+        log.warning("%s", prediction.scan_note)
     scan_read = None if prediction.scan is None else split_inner_path(str(prediction.scan.path))[0]
     for output in (out, figures_folder(out)):
         check_outside_inputs(output, [pred_dir, sites_dir, scan_read])
     sites = load_sites(sites_dir) if sites_dir is not None else None
+    if sites_dir is not None:
+        check_sites_planned_from(sites_dir, pred_dir)
     drawn = _Figures()
     sections = _sections(prediction, sites, focus, max_thumbnails, drawn, quiet)
     document = html.page(f"roidetect report: {_scan_name(prediction)}", _header_lines(prediction, sites), sections,

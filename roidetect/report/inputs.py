@@ -100,12 +100,13 @@ def load_prediction(folder: str | os.PathLike, scan: str | os.PathLike | None = 
         Holds at least :data:`PREDICTION_FILES`.
     scan : path, optional
         The scan to draw under the labels; by default the one ``run.json`` names
-        (:func:`scan_candidates`).
+        (:func:`scan_candidates`), and the report goes without it when that cannot be opened.
 
     Raises
     ------
     UserError
-        ``folder`` is missing, is not a prediction folder, or one of its files is unreadable.
+        ``folder`` is missing, is not a prediction folder, or one of its files is unreadable;
+        or ``scan`` was given and cannot be opened or has another shape than the labels.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -124,6 +125,10 @@ def load_prediction(folder: str | os.PathLike, scan: str | os.PathLike | None = 
     surface = _read_surface(folder / "surface.tif", labels.shape)
     candidates = [str(scan)] if scan is not None else scan_candidates(run, folder)
     scan_volume, note = _open_scan(candidates, labels, scan_info)
+    if scan_volume is None:
+        if scan is not None:
+            raise UserError(f"--scan {scan}: {note}")
+        note = f"scan not shown: {note}; pass --scan to show it"
     return Prediction(folder, run, detections, labels, surface, scan_volume, note)
 
 
@@ -215,12 +220,13 @@ def scan_candidates(run: dict[str, Any], folder: Path) -> list[str]:
 
 
 def _open_scan(candidates: list[str], labels: Volume, scan_info: dict[str, Any]) -> tuple[Volume | None, str]:
-    """The first candidate that opens, as a lazy Volume with the labels' geometry; else None and why.
+    """The first candidate that opens, as a lazy Volume with the labels' geometry, and its path;
+    else None and why not.
 
     A prediction of a region (``predict --region``) draws the same region of the scan.
     """
     if not candidates:
-        return None, "run.json names no scan (scan.path); pass --scan to show it"
+        return None, "run.json names no scan (scan.path)"
     reasons = []
     for candidate in candidates:
         try:
@@ -230,6 +236,6 @@ def _open_scan(candidates: list[str], labels: Volume, scan_info: dict[str, Any])
             continue
         if scan.shape != labels.shape:
             return None, (f"{candidate} has shape {scan.shape}, labels.tif has {labels.shape}; "
-                          "pass the scan that was predicted with --scan")
+                          "it is not the scan that was predicted")
         return replace(scan, origin_um=labels.origin_um), candidate
-    return None, f"scan not shown: {reasons[0]}; pass --scan to show it"
+    return None, reasons[0]

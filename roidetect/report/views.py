@@ -51,6 +51,11 @@ class Geometry:
         index = np.rint((np.asarray(point_um, float) - self.origin_um) / self.spacing_um).astype(int)
         return tuple(int(np.clip(i, 0, n - 1)) for i, n in zip(index, self.shape))  # type: ignore[return-value]
 
+    def contains_um(self, point_um: Sequence[float]) -> bool:
+        """Whether a point (z, y, x) in micrometres lies within the volume's outer voxel edges."""
+        return all(self.to_um(axis, -0.5) <= float(v) <= self.to_um(axis, n - 0.5)
+                   for axis, (v, n) in enumerate(zip(point_um, self.shape)))
+
     def to_um(self, axis: int, index: float) -> float:
         """Position in micrometres of (fractional) voxel ``index`` along ``axis``."""
         return float(self.origin_um[axis] + index * self.spacing_um[axis])
@@ -151,6 +156,10 @@ def _focus_from_spec(spec: str, geometry: Geometry, detections: pd.DataFrame, si
         raise UserError(f"--focus {spec}: give site:RANK, detection:ID or Z,Y,X in um") from exc
     if len(point) != 3:
         raise UserError(f"--focus {spec}: give site:RANK, detection:ID or Z,Y,X in um")
+    if not geometry.contains_um(point):
+        extent = ", ".join(f"{name} {geometry.to_um(axis, -0.5):g}..{geometry.to_um(axis, n - 0.5):g}"
+                           for axis, (name, n) in enumerate(zip("zyx", geometry.shape)))
+        raise UserError(f"--focus {spec}: the point lies outside the volume ({extent} um)")
     return Focus(geometry.to_voxel(point), f"point z, y, x = {spec} um", 0.0)
 
 
