@@ -44,7 +44,7 @@ from tqdm import tqdm
 from roidetect.blockwise import iter_blocks
 from roidetect.detect import DEFAULT_MIN_VOLUME_UM3, DetectionParams, detect_in_memory, detections_from_labels
 from roidetect.errors import UserError
-from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DEFECT_NAMES, IGNORE
+from roidetect.labels import CLASS_NAMES, DEFECT_CLASSES, DEFECT_NAMES, IGNORE, relabelled
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,8 @@ def _scan(pred_labels: Any, pred_instances: Any, true_labels: Any, true_instance
         bad = (truth > 3) & (truth != IGNORE)
         if bad.any():
             raise UserError(f"truth labels hold the value {int(truth[bad][0])}; labels must be 0-3 or 255 "
-                            "(did you pass the scan or an instance map as --truth?)")
+                            "(did you pass the scan or an instance map as --truth? Labels of another scheme "
+                            "are read through --label-map)")
         pred = np.asarray(pred_labels[block.core]).astype(np.int64)
         pred[(pred < 0) | (pred > 3)] = 0
         valid = truth != IGNORE
@@ -570,7 +571,8 @@ PREDICTION_INSTANCES = "instances.ome.zarr"
 
 def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
                         instances: str | os.PathLike | None = None, sites: str | os.PathLike | None = None,
-                        params: EvaluationParams | None = None, progress: bool = False) -> dict[str, Any]:
+                        params: EvaluationParams | None = None, progress: bool = False,
+                        label_map: Mapping[int, int] | None = None) -> dict[str, Any]:
     """Evaluate a prediction folder (``roidetect predict``) against annotated volumes.
 
     Parameters
@@ -588,6 +590,9 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
         ``min_true_volume_um3`` is taken from the prediction's ``run.json`` (the detection
         thresholds it ran with) when recorded there.
     progress : bool
+    label_map : dict of int to int, optional
+        ``truth`` in another label scheme: raw values to labels of this one
+        (:func:`roidetect.labels.check_label_map`); unlisted values are kept.
 
     Returns
     -------
@@ -613,7 +618,7 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     pred_labels = open_volume(folder / PREDICTION_LABELS, pred_instances.spacing_um)
     run = read_run(folder)
     scan_info = run.get("scan")  # a prediction of a region scores that region of the truth
-    true_labels = as_predicted(open_volume(truth, pred_instances.spacing_um), scan_info)
+    true_labels = as_predicted(relabelled(open_volume(truth, pred_instances.spacing_um), label_map or {}), scan_info)
     true_instances = None if instances is None else as_predicted(open_volume(instances, pred_instances.spacing_um),
                                                                  scan_info)
     for volume in (pred_labels, true_labels, true_instances):
@@ -630,6 +635,7 @@ def evaluate_prediction(pred_dir: str | os.PathLike, truth: str | os.PathLike,
     result = evaluate_volumes(pred_labels, pred_instances, true_labels, true_instances, pred_instances.spacing_um,
                               pred_instances.origin_um, site_table, params, progress)
     result["inputs"] = {"prediction": str(folder), "truth": str(truth),
+                        "label_map": {str(k): int(v) for k, v in (label_map or {}).items()} or None,
                         "instances": None if instances is None else str(instances),
                         "sites": None if sites is None else str(sites)}
     return result

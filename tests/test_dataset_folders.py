@@ -118,3 +118,42 @@ def test_folders_that_do_not_pair_are_refused(tmp_path: Path, capsys, case: str,
     assert main(["dataset", str(tmp_path / "scans"), str(tmp_path / "labels"), "--out", str(out),
                  "--overwrite"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_labels_of_another_scheme_are_mapped_and_checked(tmp_path: Path, capsys) -> None:
+    """ilastik-style labels (0 unlabelled, 1 background, 2 pore, 3 crack) with --label-map."""
+    image, labels, _ = tiny_volume(11)
+    labels[:2] = 255  # not annotated
+    stored = np.where(labels == 255, 0, labels + 1).astype(np.uint8)
+    _write(tmp_path / "scans" / "cell.tif", image)
+    _write(tmp_path / "labels" / "cell.tif", stored)
+    args = ["dataset", str(tmp_path / "scans"), str(tmp_path / "labels"), "--out", str(tmp_path / "set"), "--quiet"]
+    assert main(args) == 2  # 4 (a delamination written as 3 + 1) is no label of the scheme without the map
+    assert "label_map" in capsys.readouterr().err and not (tmp_path / "set").exists()
+    assert main([*args, "--label-map", "0=255,1=0,2=1,3=2,4=3"]) == 0
+    spec = read_dataset(tmp_path / "set")
+    assert spec.label_map == {0: 255, 1: 0, 2: 1, 3: 2, 4: 3}
+    from roidetect.learn.dataset import load_volume
+
+    loaded = load_volume(spec.volumes[0], spec.label_map, (0.0, 1.0))
+    np.testing.assert_array_equal(loaded.label[labels != 255], labels[labels != 255])
+    for bad in ("1=7", "0=255,0=1", "pore"):
+        assert main([*args, "--overwrite", "--label-map", bad]) == 2
+        assert "--label-map" in capsys.readouterr().err
+
+
+def test_labels_that_are_mostly_defects_get_a_warning(tmp_path: Path, caplog) -> None:
+    """ilastik labels of three classes (1 background, 2 pore, 3 crack) pass the value check
+    unmapped, but make the background a defect: the command warns."""
+    image, labels, _ = tiny_volume(12)
+    labels[labels == 3] = 2
+    _write(tmp_path / "scans" / "cell.tif", image)
+    _write(tmp_path / "labels" / "cell.tif", (labels + 1).astype(np.uint8))
+    args = ["dataset", str(tmp_path / "scans"), str(tmp_path / "labels"), "--out", str(tmp_path / "set")]
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    assert "cell 100 %" in caplog.text and "--label-map" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--overwrite", "--label-map", "1=0,2=1,3=2"]) == 0
+    assert "defects fill" not in caplog.text

@@ -62,6 +62,23 @@ def test_existing_output_needs_overwrite(folders):
     assert main([*args, "--overwrite"]) == 0
 
 
+def test_truth_of_another_label_scheme_is_read_through_a_label_map(folders, capsys):
+    from roidetect.volume import open_volume
+
+    truth = open_volume(folders["truth"]).numpy()
+    shifted = folders["truth"].with_name("ilastik.tif")
+    write_tiff(shifted, truth + 2, SPACING)  # another scheme: 2 background, 3 pore, 4 crack
+    args = ["evaluate", str(folders["pred"]), "--truth", str(shifted), "-q"]
+    assert main(args) == 2
+    assert "--label-map" in capsys.readouterr().err
+    out = folders["out"]
+    assert main([*args, "--label-map", "2=0,3=1,4=2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["instance"]["pore"]["f1"] == 1.0 and report["voxel"]["crack"]["dice"] == 1.0
+    assert report["inputs"]["label_map"] == {"2": 0, "3": 1, "4": 2}
+    assert main([*args, "--label-map", "1=9"]) == 2
+
+
 @pytest.mark.parametrize("case", ["shape", "no_labels", "no_folder", "no_truth", "bad_sites", "other_sites",
                                   "threshold"])
 def test_user_errors_exit_2(folders, case, capsys):

@@ -104,6 +104,9 @@ def test_marked_splits_win(tmp_path: Path) -> None:
     ({"classes": {"1": "crack"}}, "label scheme"),
     ({"volumes": []}, "non-empty"),
     ({"volumes": [{"image": "a.tif"}]}, "'label'"),
+    ({"label_map": {"1": 7}}, "label_map: 1=7"),
+    ({"label_map": [1, 0]}, "label_map"),
+    ({"ignore_label": 0, "label_map": {"0": 1}}, "ignore label"),
 ])
 def test_bad_dataset_json_is_a_user_error(dataset: Path, change: dict, message: str) -> None:
     from roidetect.learn.dataset import read_dataset
@@ -124,9 +127,35 @@ def test_load_volume_maps_the_ignore_label_and_rejects_unknown_values(tmp_path: 
     labels = np.zeros((32, 32, 32), np.uint8)
     labels[:4] = 9
     write_tiff(entry.label, labels, SPACING)
-    assert (load_volume(entry, 9, (0.0, 1.0)).label[:4] == IGNORE).all()
-    with pytest.raises(UserError, match="not in the label scheme"):
-        load_volume(entry, 255, (0.0, 1.0))
+    assert (load_volume(entry, {9: IGNORE}, (0.0, 1.0)).label[:4] == IGNORE).all()
+    with pytest.raises(UserError, match="not in the label scheme.*label_map"):
+        load_volume(entry, {}, (0.0, 1.0))
+
+
+def test_a_label_map_reads_another_scheme_in_training_and_the_fingerprint(tmp_path: Path) -> None:
+    """ilastik-style labels: 0 unlabelled, 1 background, 2 pore, 3 crack; 4 stays as written."""
+    from roidetect.learn.dataset import load_volume, read_dataset
+    from roidetect.learn.fingerprint import dataset_fingerprint
+
+    path = write_tiny_dataset(tmp_path, n=1)
+    raw = json.loads(path.read_text())
+    raw["label_map"] = {"0": 255, "1": 0, "2": 1, "3": 2}
+    path.write_text(json.dumps(raw))
+    spec = read_dataset(path)
+    entry = spec.volumes[0]
+    stored = np.zeros((32, 32, 32), np.uint16)
+    stored[:8], stored[8:16], stored[16:20], stored[20:22] = 1, 2, 3, 3
+    write_tiff(entry.label, stored, SPACING)
+    label = load_volume(entry, spec.label_map, (0.0, 1.0)).label
+    assert label.dtype == np.uint8
+    assert (label[:8] == 0).all() and (label[8:16] == 1).all() and (label[16:22] == 2).all()
+    assert (label[22:] == IGNORE).all()
+    voxels = dataset_fingerprint(spec, (0.5, 99.5), tmp_path / "cache")["volumes"][entry.id]["class_voxels"]
+    assert voxels["pore"] == 8 * 32 * 32 and voxels["crack"] == 6 * 32 * 32 and voxels["delamination"] == 0
+    stored[0, 0, 0] = 4  # unlisted values are kept as they are: 4 is no label of the scheme
+    write_tiff(entry.label, stored, SPACING)
+    with pytest.raises(UserError, match=r"label values \(4\)"):
+        load_volume(entry, spec.label_map, (0.0, 1.0))
 
 
 def test_an_image_that_is_a_label_map_is_loaded_with_a_warning(tmp_path: Path,
@@ -137,9 +166,9 @@ def test_an_image_that_is_a_label_map_is_loaded_with_a_warning(tmp_path: Path,
 
     entry = read_dataset(write_tiny_dataset(tmp_path, n=1)).volumes[0]
     with caplog.at_level("WARNING", logger="roidetect.learn.dataset"):
-        load_volume(entry, 255, (0.0, 1.0))
+        load_volume(entry, {}, (0.0, 1.0))
         assert caplog.text == ""
-        load_volume(replace(entry, image=entry.label), 255, (0.0, 1.0))  # the labels given as the image
+        load_volume(replace(entry, image=entry.label), {}, (0.0, 1.0))  # the labels given as the image
     assert "volume vol_0000:" in caplog.text and "looks like a label map" in caplog.text
 
 
@@ -614,3 +643,13 @@ def test_saved_package_files_are_as_readable_as_any_new_file(umask: int, tmp_pat
         os.umask(old)
     for name in (WEIGHTS, CARD):
         assert (package / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_mostly_defects_warning_names_only_volumes_that_are_mostly_defects() -> None:
+    from roidetect.learn.dataset import mostly_defects_warning
+
+    usual = {"background": 950, "pore": 30, "crack": 20, "delamination": 0}
+    shifted = {"background": 0, "pore": 900, "crack": 60, "delamination": 40}
+    assert mostly_defects_warning({"a": usual, "b": {"background": 0, "pore": 0}}) is None
+    warning = mostly_defects_warning({"a": usual, "b": shifted})
+    assert warning is not None and "1 volume(s) (b 100 %)" in warning

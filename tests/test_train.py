@@ -344,7 +344,7 @@ def test_patch_stream_is_reproducible_and_new_each_epoch(source: str, dataset: P
 
     volumes, phantoms = [], None
     if source == "volumes":
-        volumes = [load_volume(e, 255, (0.0, 255.0)) for e in read_dataset(dataset).volumes]
+        volumes = [load_volume(e, {}, (0.0, 255.0)) for e in read_dataset(dataset).volumes]
     else:
         phantoms = PhantomSettings((32, 32, 32), (0.05, 0.05, 0.05), "cathode", True, patches_per_phantom=2)
     sampler = PatchSampler((16, 16, 16), {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})

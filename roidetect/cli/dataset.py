@@ -20,12 +20,12 @@ def register(subparsers: Any) -> None:
         "dataset.json that 'roidetect train data=folder' and 'roidetect calibrate --data' read. Names "
         "match without their format suffix, nnU-Net's channel number (_0000) and a last word naming the "
         "role (scan_a.tif goes with scan_a_labels.tif or scan_a_seg.nii.gz); IMAGES and LABELS may be one "
-        "folder. Every pair is checked first (it opens, the shapes agree, the voxel size is known, the "
-        "label values are roidetect's 0-3 and the ignore label); nothing is written when one fails. "
-        "See docs/training.md.")
+        "folder. Labels of another scheme are read through --label-map. Every pair is checked first (it "
+        "opens, the shapes agree, the voxel size is known, the label values are roidetect's 0-3 and 255 "
+        "once mapped); nothing is written when one fails. See docs/training.md.")
     parser.add_argument("images", help="folder of scans (TIFF, folders of TIFF slices, NIfTI, MRC, HDF5, Zarr, .npy)")
     parser.add_argument("labels", help="folder of label volumes: 0 background, 1 pore, 2 crack, 3 delamination, "
-                                       "255 not annotated")
+                                       "255 not annotated (or another scheme, with --label-map)")
     parser.add_argument("--out", required=True,
                         help="the .json file to write, or a folder to write dataset.json in; the paths in it are "
                              "relative to it")
@@ -34,12 +34,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--name", help="dataset name (default: the output folder's name)")
     parser.add_argument("--ignore-label", type=int, default=255, metavar="N",
                         help="label value of voxels that were not annotated (default 255)")
+    parser.add_argument("--label-map", metavar="RAW=LABEL,...",
+                        help="labels of another scheme: each raw value and the label it means (0 background, "
+                             "1 pore, 2 crack, 3 delamination, 255 not annotated), e.g. 0=255,1=0,2=1,3=2 for "
+                             "ilastik labels (0 unlabelled); unlisted values are kept")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset.json")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from roidetect.labels import DATASET_FILE
+    from roidetect.labels import DATASET_FILE, parse_label_map
+    from roidetect.learn.dataset import label_values_map
     from roidetect.learn.dataset_folders import dataset_document, dataset_entries, listing, pair_folders
     from roidetect.volume import write_json
 
@@ -47,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".json" and out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: give a .json file to write, or a folder to write {DATASET_FILE} in")
     json_path = out if out.suffix.lower() == ".json" else out / DATASET_FILE
+    label_map = parse_label_map(args.label_map) if args.label_map else {}
+    value_map = label_values_map(args.ignore_label, label_map, f"--label-map {args.label_map}")
     pairs, unlabelled = pair_folders(args.images, args.labels, args.instances)
     if unlabelled:
         log.warning("%d scan(s) without labels left out: %s", len(unlabelled), listing(Path(p).name for p in unlabelled))
-    entries = dataset_entries(pairs, json_path.parent, voxel_size(args), args.ignore_label)
-    document = dataset_document(entries, args.name or json_path.parent.resolve().name, args.ignore_label)
+    entries = dataset_entries(pairs, json_path.parent, voxel_size(args), value_map)
+    document = dataset_document(entries, args.name or json_path.parent.resolve().name, args.ignore_label, label_map)
     write_json(json_path, document, overwrite=args.overwrite)
     print(f"{json_path}: {len(entries)} volume(s)"
           + (" with instances" if args.instances else "")

@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
                         help="true label map (0 background, 1 pore, 2 crack, 3 delamination, 255 ignored)")
     parser.add_argument("--instances", metavar="INSTANCES",
                         help="true instance map (one id per defect); default: connected components of --truth")
+    parser.add_argument("--label-map", metavar="RAW=LABEL,...",
+                        help="--truth in another label scheme: each raw value and the label it means, e.g. "
+                             "0=255,1=0,2=1,3=2 for ilastik labels (0 unlabelled); unlisted values are kept")
     parser.add_argument("--sites", metavar="SITES_DIR", help="output folder of 'roidetect suggest' (site hit-rate)")
     parser.add_argument("--out", metavar="REPORT.json", help="write the full result as JSON")
     parser.add_argument("--match-threshold", type=float, default=0.5, metavar="T",
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from roidetect.atomic import check_outside_inputs
     from roidetect.errors import UserError
     from roidetect.evaluate import EvaluationParams, evaluate_prediction, format_report, json_ready
+    from roidetect.labels import parse_label_map
     from roidetect.runlog import library_versions
     from roidetect.volume import split_inner_path, write_json
 
@@ -50,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         volumes = [split_inner_path(path)[0] for path in (args.truth, args.instances) if path]
         check_outside_inputs(args.out, [args.pred_dir, args.sites, *volumes])
+    label_map = parse_label_map(args.label_map) if args.label_map else {}
     params = EvaluationParams(match_threshold=args.match_threshold, tolerance_voxels=args.tolerance)
     result = evaluate_prediction(args.pred_dir, args.truth, args.instances, args.sites, params,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, label_map=label_map)
     print(format_report(result))
     if args.out:
         result["versions"] = library_versions()

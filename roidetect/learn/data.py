@@ -9,6 +9,7 @@ volumes, one at a time, for sliding-window inference.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +27,8 @@ from roidetect.intensity import IntensityLevels, intensity_levels, normalise
 from roidetect.learn.dataset import LoadedVolume
 from roidetect.learn.region_weights import RegionWeighting, SparseWeights, region_weights
 from roidetect.learn.sampling import PatchSampler, crop, index_classes
+
+log = logging.getLogger(__name__)
 
 TRAIN_SEEDS = 2**30
 """Training phantoms take seeds below this, validation phantoms at or above it: never the same."""
@@ -371,11 +374,15 @@ def _folder_volumes(data: Mapping[str, Any], seed: int, percentiles: tuple[float
 
 
 def _fingerprinted(path: str, data: Mapping[str, Any], percentiles: tuple[float, ...]) -> tuple[Any, dict[str, Any]]:
-    from roidetect.learn.dataset import read_dataset
+    from roidetect.learn.dataset import mostly_defects_warning, read_dataset
     from roidetect.learn.fingerprint import dataset_fingerprint
 
     spec = read_dataset(path)
-    return spec, dataset_fingerprint(spec, percentiles, data.get("cache_dir"))
+    fingerprint = dataset_fingerprint(spec, percentiles, data.get("cache_dir"))
+    warning = mostly_defects_warning({vid: facts["class_voxels"] for vid, facts in fingerprint["volumes"].items()})
+    if warning:
+        log.warning("%s: %s", spec.path, warning)
+    return spec, fingerprint
 
 
 def annotated_volumes(path: str | os.PathLike, percentiles: tuple[float, ...],
@@ -436,4 +443,4 @@ def _load(entry: Any, spec: Any, fingerprint: dict[str, Any]) -> LoadedVolume:
 
     facts = fingerprint["volumes"][entry.id]
     lo, hi = facts["intensity_range"]
-    return load_volume(entry, spec.ignore_label, IntensityLevels(float(lo), float(hi), facts["fill_value"]))
+    return load_volume(entry, spec.label_map, IntensityLevels(float(lo), float(hi), facts["fill_value"]))

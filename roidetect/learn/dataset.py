@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class DatasetSpec:
     ignore_label: int
     volumes: tuple[VolumeEntry, ...]
     generator: dict[str, Any] | None = None
+    label_map: dict[int, int] = field(default_factory=dict)
+    """Raw label values to labels of the scheme (:func:`label_values_map`): the dataset's
+    ``label_map`` with its ``ignore_label`` read as 255."""
 
 
 @dataclass
@@ -114,9 +117,29 @@ def read_dataset(path: str | os.PathLike) -> DatasetSpec:
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         raise UserError(f"{json_path}: volume ids must be unique")
+    ignore_label = int(raw.get("ignore_label", label_scheme.IGNORE))
+    label_map = label_values_map(ignore_label, raw.get("label_map", {}), f"{json_path}: label_map")
     return DatasetSpec(path=json_path, name=str(raw.get("name", json_path.parent.name)), classes=classes,
-                       ignore_label=int(raw.get("ignore_label", label_scheme.IGNORE)), volumes=entries,
-                       generator=raw.get("generator"))
+                       ignore_label=ignore_label, volumes=entries, generator=raw.get("generator"),
+                       label_map=label_map)
+
+
+def label_values_map(ignore_label: int, label_map: Any = None, where: str = "label_map") -> dict[int, int]:
+    """Raw label values to labels of the scheme: ``label_map`` (checked with
+    :func:`roidetect.labels.check_label_map`) and ``ignore_label`` -> 255.
+
+    Raises
+    ------
+    UserError
+        A bad ``label_map``, or one that maps ``ignore_label`` to a class.
+    """
+    mapping = label_scheme.check_label_map(label_map or {}, where)
+    if ignore_label != label_scheme.IGNORE:
+        if mapping.get(ignore_label, label_scheme.IGNORE) != label_scheme.IGNORE:
+            raise UserError(f"{where}: maps {ignore_label} to {mapping[ignore_label]}, but {ignore_label} is the "
+                            "ignore label (voxels not annotated); drop one of the two")
+        mapping = {ignore_label: label_scheme.IGNORE, **mapping}
+    return mapping
 
 
 def dataset_files(path: str | os.PathLike) -> list[Path]:
@@ -212,11 +235,11 @@ def open_image(entry: VolumeEntry, fill: str | None = "auto") -> tuple[Any, str 
     return flip_contrast(image, fill) if entry.invert else (image, fill)
 
 
-def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: IntensityLevels) -> LoadedVolume:
+def load_volume(entry: VolumeEntry, label_map: dict[int, int], intensity_range: IntensityLevels) -> LoadedVolume:
     """Read an entry's image, labels (and instances) into memory.
 
-    Label values equal to the dataset's ``ignore_label`` become 255; values outside the
-    label scheme are an error. An image with so few distinct values that it is a label map
+    Label values are read through the dataset's ``label_map`` (:attr:`DatasetSpec.label_map`:
+    its ignore label becomes 255); values then outside the label scheme are an error. An image with so few distinct values that it is a label map
     or a mask (:func:`roidetect.intensity.few_grey_values`) gets a warning.
     """
     from roidetect.volume import open_volume
@@ -225,7 +248,7 @@ def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: Intensit
     label = open_volume(entry.label, image.spacing_um)
     if label.shape != image.shape:
         raise UserError(f"{entry.label}: label shape {label.shape} differs from image shape {image.shape}")
-    label_array = _as_label_array(label.numpy(), ignore_label, entry.label)
+    label_array = _as_label_array(label.numpy(), label_map, entry.label)
     image_array = image.numpy()
     few = few_grey_values(image_array)
     if few is not None:
@@ -240,26 +263,63 @@ def load_volume(entry: VolumeEntry, ignore_label: int, intensity_range: Intensit
     return LoadedVolume(entry.id, image_array, label_array, instances, image.spacing_um, intensity_range)
 
 
-def _as_label_array(values: np.ndarray, ignore_label: int, name: str) -> np.ndarray:
+def _as_label_array(values: np.ndarray, label_map: dict[int, int], name: str) -> np.ndarray:
     if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
         raise UserError(f"{name}: labels must be integers, not fractional values")
-    values = values.astype(np.int64, copy=False)
-    check_label_values(values, ignore_label, name)
-    return np.where(values == ignore_label, label_scheme.IGNORE, values).astype(np.uint8)
+    values = label_scheme.relabel(values.astype(np.int64, copy=False), label_map)
+    check_label_values(values, name)
+    return values.astype(np.uint8)
 
 
-def check_label_values(values: np.ndarray, ignore_label: int, name: str) -> None:
-    """Refuse label values (any shape, raw as stored) other than the scheme's classes, the
-    dataset's ``ignore_label`` and 255; fractional values count as other values.
+def check_label_values(values: np.ndarray, name: str) -> None:
+    """Refuse label values (any shape, read through the dataset's label map) other than the
+    scheme's classes and 255; fractional values count as other values.
 
     Raises
     ------
     UserError
         Naming up to 5 of the other values.
     """
-    allowed = [*label_scheme.CLASS_NAMES, ignore_label, label_scheme.IGNORE]
+    allowed = [*label_scheme.CLASS_NAMES, label_scheme.IGNORE]
     other = np.asarray(values)[~np.isin(values, allowed)]
     if other.size:
         shown = ", ".join(f"{v:g}" for v in np.unique(other)[:5].astype(np.float64))
         raise UserError(f"{name}: label values ({shown}) are not in the label scheme (0 background, 1 pore, "
-                        f"2 crack, 3 delamination, {ignore_label} not annotated); relabel them")
+                        "2 crack, 3 delamination, 255 not annotated); map them to it with a label map "
+                        "(--label-map, or \"label_map\" in dataset.json: docs/training.md), or relabel them")
+
+
+MOSTLY_DEFECTS = 0.5
+"""Share of a volume's annotated voxels above which its labels are taken to be of another
+scheme: defects fill a few per cent of an electrode, while labels whose background is not 0
+(ilastik counts its classes from 1) turn the background into defects."""
+
+
+def mostly_defects_warning(class_voxels: dict[str, dict[str, int]]) -> str | None:
+    """A warning naming the volumes whose annotated voxels are mostly defects, or None.
+
+    Parameters
+    ----------
+    class_voxels : dict
+        Volume id -> voxel count per class name of :data:`roidetect.labels.CLASS_NAMES`
+        (read through the label map), as in a fingerprint's ``volumes[id]["class_voxels"]``.
+    """
+    shares = {}
+    for volume, counts in class_voxels.items():
+        annotated = sum(int(counts.get(name, 0)) for name in label_scheme.CLASS_NAMES.values())
+        defects = sum(int(counts.get(name, 0)) for name in label_scheme.DEFECT_NAMES)
+        if annotated and defects > MOSTLY_DEFECTS * annotated:
+            shares[volume] = defects / annotated
+    if not shares:
+        return None
+    named = ", ".join(f"{volume} {100 * share:.0f} %" for volume, share in sorted(shares.items()))
+    return (f"defects fill most of the annotated voxels of {len(shares)} volume(s) ({named}); they are usually a "
+            "few per cent of a scan. Is background labelled 0? Labels of another scheme (ilastik counts its "
+            "classes from 1) need a label map (--label-map, or \"label_map\" in dataset.json: docs/training.md)")
+
+
+def class_voxel_counts(labels: np.ndarray) -> dict[str, int]:
+    """Voxels per class name in ``labels`` (read through the label map; other values not counted)."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    found = dict(zip(values.tolist(), counts.tolist()))
+    return {name: int(found.get(cid, 0)) for cid, name in label_scheme.CLASS_NAMES.items()}

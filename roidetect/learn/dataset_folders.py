@@ -19,6 +19,7 @@ input is changed.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -27,8 +28,10 @@ from typing import Any
 
 from roidetect import labels as label_scheme
 from roidetect.errors import UserError
-from roidetect.learn.dataset import VolumeEntry, check_label_values
+from roidetect.learn.dataset import VolumeEntry, check_label_values, class_voxel_counts, mostly_defects_warning
 from roidetect.volume import HDF5_SUFFIXES, MRC_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, is_zarr, slice_files
+
+log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", *NIFTI_SUFFIXES, *TIFF_SUFFIXES, *MRC_SUFFIXES,
                    *HDF5_SUFFIXES, ".zarr", ".npy")
@@ -87,7 +90,7 @@ def pair_folders(images: str | os.PathLike, labels: str | os.PathLike,
 
 def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike,
                     voxel_size_um: float | Sequence[float] | None = None,
-                    ignore_label: int = label_scheme.IGNORE) -> list[dict[str, Any]]:
+                    label_map: dict[int, int] | None = None) -> list[dict[str, Any]]:
     """The ``volumes`` of a ``dataset.json`` in ``dataset_dir`` for checked ``pairs``.
 
     Parameters
@@ -98,8 +101,9 @@ def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike
         The folder the ``dataset.json`` will be in; paths are written relative to it.
     voxel_size_um : float or (3,) floats, optional
         Written into every entry (z, y, x); without it every image must carry its own.
-    ignore_label : int
-        The label value of voxels that were not annotated.
+    label_map : dict of int to int, optional
+        Raw label values to labels of the scheme, the ignore label included
+        (:func:`roidetect.learn.dataset.label_values_map`).
 
     Raises
     ------
@@ -107,12 +111,16 @@ def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike
         Every problem found (the first 10 named): a volume that does not open, a label shape that
         differs from its image's, an image without a voxel size, labels with values outside
         the scheme.
+
+    A label volume whose sampled annotated voxels are mostly defects gets a warning
+    (:func:`roidetect.learn.dataset.mostly_defects_warning`).
     """
     from roidetect.intensity import sample_voxels
     from roidetect.volume import open_volume
 
     problems: list[str] = []
     entries = []
+    class_voxels = {}
     for pair in pairs:
         try:
             image = open_volume(pair.image, voxel_size_um)
@@ -132,7 +140,10 @@ def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike
                 problems.append(f"{path}: shape {other.shape} differs from its image's {image.shape} ({pair.image})")
             elif role == "label":
                 try:
-                    check_label_values(sample_voxels(other, max_voxels=100_000, max_slices=16), ignore_label, path)
+                    sample = label_scheme.relabel(sample_voxels(other, max_voxels=100_000, max_slices=16),
+                                                  label_map or {})
+                    check_label_values(sample, path)
+                    class_voxels[pair.id] = class_voxel_counts(sample)
                 except UserError as exc:
                     problems.append(str(exc))
         entry: dict[str, Any] = {"id": pair.id, "image": _relative(pair.image, dataset_dir),
@@ -145,15 +156,22 @@ def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike
     if problems:
         more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise UserError(f"{len(problems)} problem(s), nothing written: " + "; ".join(problems[:10]) + more)
+    warning = mostly_defects_warning(class_voxels)
+    if warning:
+        log.warning("in a sample of 16 z-slices per label volume, %s", warning)
     return entries
 
 
-def dataset_document(entries: Sequence[dict[str, Any]], name: str,
-                     ignore_label: int = label_scheme.IGNORE) -> dict[str, Any]:
-    """The whole ``dataset.json`` for ``entries``."""
-    return {"format": label_scheme.DATASET_FORMAT, "name": name,
-            "classes": {str(k): v for k, v in label_scheme.CLASS_NAMES.items()},
-            "ignore_label": int(ignore_label), "volumes": list(entries)}
+def dataset_document(entries: Sequence[dict[str, Any]], name: str, ignore_label: int = label_scheme.IGNORE,
+                     label_map: dict[int, int] | None = None) -> dict[str, Any]:
+    """The whole ``dataset.json`` for ``entries``; ``label_map`` (raw label values to labels of
+    the scheme) is written when given."""
+    document = {"format": label_scheme.DATASET_FORMAT, "name": name,
+                "classes": {str(k): v for k, v in label_scheme.CLASS_NAMES.items()},
+                "ignore_label": int(ignore_label)}
+    if label_map:
+        document["label_map"] = {str(raw): int(label) for raw, label in sorted(label_map.items())}
+    return {**document, "volumes": list(entries)}
 
 
 def _without_nnunet_channels(images: dict[str, str], labels: dict[str, str]) -> dict[str, str]:

@@ -123,7 +123,7 @@ def dataset_fingerprint(spec: DatasetSpec, percentiles: Sequence[float],
                 return found
         except json.JSONDecodeError:
             pass
-    fingerprint = summarise({entry.id: _entry_fingerprint(entry, spec.ignore_label, percentiles)
+    fingerprint = summarise({entry.id: _entry_fingerprint(entry, spec.label_map, percentiles)
                              for entry in spec.volumes}, percentiles)
     fingerprint.update(key=key, dataset=str(spec.path))
     write_json(cached, fingerprint)
@@ -145,26 +145,13 @@ def fingerprint_key(spec: DatasetSpec, percentiles: Sequence[float]) -> str:
     return digest.hexdigest()[:32]
 
 
-class _IgnoreMapped:
-    """A label volume whose ``ignore_label`` values read as 255, slice by slice."""
-
-    def __init__(self, volume: Any, ignore_label: int) -> None:
-        self.volume, self.ignore_label, self.shape = volume, ignore_label, volume.shape
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        block = np.asarray(self.volume[key])
-        if self.ignore_label == label_scheme.IGNORE:
-            return block
-        return np.where(block == self.ignore_label, label_scheme.IGNORE, block)
-
-
-def _entry_fingerprint(entry: VolumeEntry, ignore_label: int, percentiles: Sequence[float]) -> dict[str, Any]:
+def _entry_fingerprint(entry: VolumeEntry, label_map: dict[int, int], percentiles: Sequence[float]) -> dict[str, Any]:
     from roidetect.learn.dataset import open_image
     from roidetect.volume import open_volume
 
     image, fill = open_image(entry)
-    label = open_volume(entry.label, image.spacing_um)
-    return volume_fingerprint(image, _IgnoreMapped(label, ignore_label), image.spacing_um, percentiles, fill=fill)
+    label = label_scheme.relabelled(open_volume(entry.label, image.spacing_um), label_map)
+    return volume_fingerprint(image, label, image.spacing_um, percentiles, fill=fill)
 
 
 def default_patch_size(spacing_um: Sequence[float], shape_zyx: Sequence[int], divisor: Sequence[int],
