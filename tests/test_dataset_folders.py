@@ -157,3 +157,26 @@ def test_labels_that_are_mostly_defects_get_a_warning(tmp_path: Path, caplog) ->
     with caplog.at_level("WARNING"):
         assert main([*args, "--overwrite", "--label-map", "1=0,2=1,3=2"]) == 0
     assert "defects fill" not in caplog.text
+
+
+def test_val_and_test_volumes_are_marked_by_name_or_pattern(tmp_path: Path, capsys) -> None:
+    from roidetect.learn.dataset import split_entries
+
+    for i, name in enumerate(("cell_a", "cell_b", "cell_c", "old_x")):
+        image, labels, _ = tiny_volume(20 + i)
+        _write(tmp_path / "scans" / f"{name}.tif", image)
+        _write(tmp_path / "labels" / f"{name}.tif", labels)
+    args = ["dataset", str(tmp_path / "scans"), str(tmp_path / "labels"), "--out", str(tmp_path / "set"), "-q"]
+    assert main([*args, "--val", "cell_b", "--test", "old_*,cell_c", "--invert"]) == 0
+    assert "4 volume(s), 1 val, 2 test" in capsys.readouterr().out
+    spec = read_dataset(tmp_path / "set")
+    assert {v.id: v.split for v in spec.volumes} == {"cell_a": None, "cell_b": "val", "cell_c": "test",
+                                                      "old_x": "test"}
+    assert all(v.invert for v in spec.volumes)
+    train, val = split_entries(spec.volumes, 0.2, seed=0)
+    assert [v.id for v in train] == ["cell_a"] and [v.id for v in val] == ["cell_b"]
+    for bad, message in ((["--test", "cell_z"], "no volume has that name"),
+                         (["--val", "cell_*", "--test", "cell_a"], "not both"),
+                         (["--val", "cell_*", "--test", "old_x"], "at least one to train on")):
+        assert main([*args, "--overwrite", *bad]) == 2
+        assert message in capsys.readouterr().err

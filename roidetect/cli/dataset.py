@@ -38,6 +38,13 @@ def register(subparsers: Any) -> None:
                         help="labels of another scheme: each raw value and the label it means (0 background, "
                              "1 pore, 2 crack, 3 delamination, 255 not annotated), e.g. 0=255,1=0,2=1,3=2 for "
                              "ilastik labels (0 unlabelled); unlisted values are kept")
+    parser.add_argument("--val", metavar="IDS",
+                        help="volumes to validate on, comma-separated ids or patterns (e.g. cell_b,cell_e*); "
+                             "default: training holds out data.val_fraction of them at random")
+    parser.add_argument("--test", metavar="IDS",
+                        help="volumes to keep for your own final test: training and calibration never read them")
+    parser.add_argument("--invert", action="store_true",
+                        help="the scans show voids bright and solid dark (negative contrast): read them flipped")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset.json")
     parser.set_defaults(handler=run)
 
@@ -45,7 +52,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from roidetect.labels import DATASET_FILE, parse_label_map
     from roidetect.learn.dataset import label_values_map
-    from roidetect.learn.dataset_folders import dataset_document, dataset_entries, listing, pair_folders
+    from roidetect.learn.dataset_folders import dataset_document, dataset_entries, listing, pair_folders, split_marks
     from roidetect.volume import write_json
 
     out = Path(args.out)
@@ -57,10 +64,18 @@ def run(args: argparse.Namespace) -> int:
     pairs, unlabelled = pair_folders(args.images, args.labels, args.instances)
     if unlabelled:
         log.warning("%d scan(s) without labels left out: %s", len(unlabelled), listing(Path(p).name for p in unlabelled))
+    splits = split_marks([pair.id for pair in pairs], args.val, args.test)
     entries = dataset_entries(pairs, json_path.parent, voxel_size(args), value_map)
+    for entry in entries:
+        if entry["id"] in splits:
+            entry["split"] = splits[entry["id"]]
+        if args.invert:
+            entry["invert"] = True
     document = dataset_document(entries, args.name or json_path.parent.resolve().name, args.ignore_label, label_map)
     write_json(json_path, document, overwrite=args.overwrite)
+    held_out = "".join(f", {sum(s == split for s in splits.values())} {split}" for split in ("val", "test")
+                       if split in splits.values())
     print(f"{json_path}: {len(entries)} volume(s)"
-          + (" with instances" if args.instances else "")
+          + (" with instances" if args.instances else "") + held_out
           + f"; train with: roidetect train data=folder data.path={json_path} out=runs/NAME")
     return 0

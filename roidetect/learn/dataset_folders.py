@@ -19,6 +19,7 @@ input is changed.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import re
@@ -160,6 +161,42 @@ def dataset_entries(pairs: Sequence[VolumeEntry], dataset_dir: str | os.PathLike
     if warning:
         log.warning("in a sample of 16 z-slices per label volume, %s", warning)
     return entries
+
+
+def split_marks(ids: Sequence[str], val: str | None = None, test: str | None = None) -> dict[str, str]:
+    """The ``split`` of each volume that ``val`` or ``test`` names.
+
+    Parameters
+    ----------
+    ids : sequence of str
+        The volume ids of the dataset.
+    val, test : str, optional
+        Comma-separated ids or shell patterns (``cell_c``, ``cell_*``).
+
+    Returns
+    -------
+    dict
+        Volume id -> ``"val"`` or ``"test"``; ids not named are absent (training volumes).
+
+    Raises
+    ------
+    UserError
+        A pattern that matches no volume, a volume named for both, or no volume left to train on.
+    """
+    marks: dict[str, str] = {}
+    for split, text in (("val", val), ("test", test)):
+        for pattern in (p.strip() for p in (text or "").split(",") if p.strip()):
+            matched = fnmatch.filter(ids, pattern)
+            if not matched:
+                raise UserError(f"--{split} {pattern}: no volume has that name (volumes: {listing(ids)})")
+            both = [i for i in matched if marks.get(i, split) != split]
+            if both:
+                raise UserError(f"--{split} {pattern}: {listing(both)} already in the other split; a volume "
+                                "validates or tests, not both")
+            marks.update(dict.fromkeys(matched, split))
+    if ids and len(marks) == len(ids):
+        raise UserError("--val and --test hold out every volume; leave at least one to train on")
+    return marks
 
 
 def dataset_document(entries: Sequence[dict[str, Any]], name: str, ignore_label: int = label_scheme.IGNORE,
