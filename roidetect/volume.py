@@ -64,6 +64,10 @@ _UNIT_TO_UM = {
 }
 
 
+class MissingVoxelSize(UserError):
+    """The volume's file carries no voxel size and none was given (:func:`open_volume`)."""
+
+
 class LazyArray(Protocol):
     """What a reader hands to :class:`Volume`: a shaped array that reads on slicing."""
 
@@ -266,8 +270,8 @@ def open_volume(path: str | os.PathLike, voxel_size_um: float | Sequence[float] 
     Raises
     ------
     UserError
-        The file does not exist, cannot be read, is not 3D, is empty, or has no voxel size
-        and none was given.
+        The file does not exist, cannot be read, is not 3D, is empty, or (:class:`MissingVoxelSize`)
+        has no voxel size and none was given.
     """
     file_path, inner = split_inner_path(str(path))
     if not file_path.exists():
@@ -285,7 +289,7 @@ def open_volume(path: str | os.PathLike, voxel_size_um: float | Sequence[float] 
     elif volume.spacing_um is not None:
         spacing = _as_spacing(volume.spacing_um, name)
     else:
-        raise UserError(f"{name} carries no voxel size in its metadata; "
+        raise MissingVoxelSize(f"{name} carries no voxel size in its metadata; "
                         "pass it with --voxel-size UM (one value, or three for z y x)"
                         + _voxel_size_hint(file_path, volume))
     return replace(volume, spacing_um=spacing, path=name)

@@ -46,7 +46,20 @@ def test_info_flags_a_label_map(tmp_path, small_scan, capsys):
     assert json.loads(capsys.readouterr().out)["distinct_values"] == [0, 3]
 
 
-@pytest.mark.parametrize("case", ["missing", "nan", "2d", "bad-voxel", "no-voxel"])
+def test_info_describes_a_file_without_voxel_size(tmp_path, small_scan, capsys):
+    """A label export without metadata is inspected, not refused: the voxel size reads unknown."""
+    tifffile.imwrite(tmp_path / "labels.tif", (small_scan > np.median(small_scan)).astype(np.uint8))
+    assert main(["info", str(tmp_path / "labels.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "voxel size      unknown" in out and "--voxel-size" in out and "32 x 40 x 48" in out
+    assert "physical size" not in out and "distinct values 2" in out
+    assert main(["info", str(tmp_path / "labels.tif"), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["voxel_size_um_zyx"] is None and facts["physical_size_um_zyx"] is None
+    assert "no voxel size" in facts["voxel_size_missing"]
+
+
+@pytest.mark.parametrize("case", ["missing", "nan", "2d", "bad-voxel"])
 def test_info_bad_input_exit_2_one_line(tmp_path, small_scan, capsys, case):
     path = tmp_path / "scan.tif"
     args = ["info", str(path)]
@@ -59,8 +72,6 @@ def test_info_bad_input_exit_2_one_line(tmp_path, small_scan, capsys, case):
     elif case == "bad-voxel":
         write_tiff(path, small_scan, 0.1)
         args += ["--voxel-size", "-1"]
-    elif case == "no-voxel":
-        tifffile.imwrite(path, small_scan)
     before = sorted(tmp_path.iterdir())
     assert main(args) == 2
     assert sorted(tmp_path.iterdir()) == before

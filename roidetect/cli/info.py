@@ -23,11 +23,18 @@ def register(subparsers: Any) -> None:
 
 
 def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
-    """The facts ``roidetect info`` prints, as a dictionary."""
-    from roidetect.intensity import few_grey_values
-    from roidetect.volume import open_volume, split_inner_path, value_range
+    """The facts ``roidetect info`` prints, as a dictionary.
 
-    volume = open_volume(scan, voxel_size_um)
+    A file without a voxel size is described all the same: ``voxel_size_um_zyx`` and
+    ``physical_size_um_zyx`` are then None and ``voxel_size_missing`` says what to do.
+    """
+    from roidetect.intensity import few_grey_values
+    from roidetect.volume import MissingVoxelSize, open_volume, split_inner_path, value_range
+
+    try:
+        volume, missing = open_volume(scan, voxel_size_um), None
+    except MissingVoxelSize as exc:
+        volume, missing = open_volume(scan, 1.0), str(exc)
     lo, hi, slices, nonfinite = value_range(volume)
     if nonfinite:
         raise UserError(f"{scan} ({' x '.join(map(str, volume.shape))} {volume.dtype}) contains NaN or infinite "
@@ -40,8 +47,9 @@ def describe(scan: str, voxel_size_um: Any = None) -> dict[str, Any]:
         "format": volume.format,
         "shape_zyx": list(volume.shape),
         "dtype": str(volume.dtype),
-        "voxel_size_um_zyx": list(volume.spacing_um),
-        "physical_size_um_zyx": [round(v, 6) for v in volume.physical_size_um],
+        "voxel_size_um_zyx": None if missing else list(volume.spacing_um),
+        "physical_size_um_zyx": None if missing else [round(v, 6) for v in volume.physical_size_um],
+        "voxel_size_missing": missing,
         "origin_um_zyx": list(volume.origin_um),
         "value_range": [lo, hi],
         "value_range_slices_read": slices,
@@ -58,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(facts, indent=2, default=str))
         return 0
     z, y, x = facts["shape_zyx"]
-    dz, dy, dx = facts["voxel_size_um_zyx"]
-    pz, py, px = facts["physical_size_um_zyx"]
     lo, hi = facts["value_range"]
     sampled = facts["value_range_slices_read"]
     lines = [
@@ -68,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         f"shape (z y x)   {z} x {y} x {x} voxels",
         f"data type       {facts['dtype']} ({_human_bytes(facts['size_in_memory_bytes'])} in memory, "
         f"{_human_bytes(facts['size_on_disk_bytes'])} on disk)",
-        f"voxel size      {dz:g} x {dy:g} x {dx:g} um (z y x)",
-        f"physical size   {pz:g} x {py:g} x {px:g} um",
+        *_size_lines(facts),
         f"value range     {lo:g} .. {hi:g}"
         + (f" (from {sampled} of {z} z-slices)" if sampled < z else ""),
     ]
@@ -82,6 +87,15 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"{key:<16}{facts[key]}")
     print("\n".join(lines))
     return 0
+
+
+def _size_lines(facts: dict[str, Any]) -> list[str]:
+    """The voxel size and physical size lines, or why the voxel size is unknown."""
+    if facts["voxel_size_um_zyx"] is None:
+        return [f"voxel size      unknown: {facts['voxel_size_missing']}"]
+    dz, dy, dx = facts["voxel_size_um_zyx"]
+    pz, py, px = facts["physical_size_um_zyx"]
+    return [f"voxel size      {dz:g} x {dy:g} x {dx:g} um (z y x)", f"physical size   {pz:g} x {py:g} x {px:g} um"]
 
 
 def _human_bytes(n: int) -> str:
