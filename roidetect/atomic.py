@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from roidetect.errors import UserError
@@ -105,6 +105,26 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         _remove(tmp)
         raise
     _replace(tmp, path)
+
+
+@contextlib.contextmanager
+def resumable_dir(path: str | os.PathLike, partial: Path, overwrite: bool = False,
+                  keep: Callable[[Path], bool] = lambda folder: False) -> Iterator[Path]:
+    """:func:`atomic_dir` with a fixed work folder, ``partial``, kept when the work stops with
+    an exception and ``keep(partial)`` says it holds progress worth resuming.
+
+    ``partial`` is created if missing and used as it is otherwise: the caller decides what of
+    an earlier run's content to keep.
+    """
+    path = check_output_dir(path, overwrite)
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+    except BaseException:
+        if not keep(partial):
+            _remove(partial)
+        raise
+    _replace(partial, path)
 
 
 def _replace(new: Path, path: Path) -> None:

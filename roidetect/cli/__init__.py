@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"roidetect {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"roidetect {args.command}: interrupted; no output was written", file=sys.stderr)
+        print(f"roidetect {args.command}: interrupted; the output was not written", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader closed the pipe: stop quietly, and keep Python's exit-time flush of

@@ -30,7 +30,11 @@ def register(subparsers: Any) -> None:
                         help="the scan shows voids bright and particles dark (negative phase contrast, an inverted "
                              "colour table): flip its grey values first")
     add_voxel_size(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DIR if it exists (and discard an interrupted run's progress)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run of this command that stopped (Ctrl-C, a crash, a job's time limit) "
+                             "from the blocks it finished; give the same scan, model and settings")
     parser.set_defaults(handler=run)
 
 
@@ -42,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     if args.invert:
         settings["inference"]["invert"] = True
     predict(args.scan, args.out, model=args.model, device=args.device, tta=args.tta, voxel_size_um=voxel_size(args),
-            overwrite=args.overwrite, quiet=args.quiet, settings=settings, region=args.region)
+            overwrite=args.overwrite, quiet=args.quiet, settings=settings, region=args.region, resume=args.resume)
     return 0

@@ -12,17 +12,20 @@ rather than in memory: memory stays bounded by the block size, not the scan's si
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from roidetect.errors import UserError
 from roidetect.inference.network import WindowModel
+from roidetect.inference.resume import CoreKey, core_key
 from roidetect.inference.sources import BlockResult, NormalisedReader
 from roidetect.inference.windows import Region, WindowBlock, WindowGrid
 
@@ -32,24 +35,53 @@ def _local(region: Region, origin: Region) -> Region:
     return tuple(slice(r.start - o.start, r.stop - o.start) for r, o in zip(region, origin))  # type: ignore[return-value]
 
 
+Index = tuple[int, int, int]
+
+
 class _Carries:
-    """Partial sums waiting for the block whose core they lie in, kept in a temporary folder."""
+    """Partial sums waiting for the block whose core they lie in, kept as ``.npy`` files in a folder.
+
+    A file is named after the blocks it goes from and to, and written whole or not at all, so
+    that a resumed run (:mod:`roidetect.inference.resume`) finds those of the finished blocks.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.waiting: dict[tuple[int, int, int], list[tuple[Region, Path]]] = defaultdict(list)
-        self.count = itertools.count()
+        self.waiting: dict[Index, list[tuple[Region, Path]]] = defaultdict(list)
 
-    def put(self, index: tuple[int, int, int], region: Region, values: torch.Tensor) -> None:
-        path = self.folder / f"{next(self.count)}.npy"
-        np.save(path, values.cpu().numpy())
-        self.waiting[index].append((region, path))
+    def path(self, source: Index, target: Index) -> Path:
+        return self.folder / f"{'_'.join(map(str, source))}-{'_'.join(map(str, target))}.npy"
 
-    def take(self, index: tuple[int, int, int]) -> Iterator[tuple[Region, np.ndarray]]:
-        for region, path in self.waiting.pop(index, []):
-            values = np.load(path)
-            path.unlink()
-            yield region, values
+    def put(self, source: Index, target: Index, region: Region, values: torch.Tensor) -> None:
+        path = self.path(source, target)
+        partial = path.with_suffix(".part.npy")
+        np.save(partial, values.cpu().numpy())
+        os.replace(partial, path)
+        self.waiting[target].append((region, path))
+
+    def restore(self, grid: WindowGrid, blocks: list[WindowBlock], finished: set[Index]) -> None:
+        """Queue the partial sums that finished blocks left for unfinished ones (a resumed run)."""
+        for block in blocks:
+            if block.index not in finished:
+                continue
+            for target, region in grid.carry_targets(block):
+                if target in finished:
+                    continue
+                path = self.path(block.index, target)
+                if not path.is_file():
+                    raise UserError(f"{path}: missing from the interrupted prediction; start over with --overwrite "
+                                    "instead of --resume")
+                self.waiting[target].append((region, path))
+
+    def take(self, index: Index) -> list[tuple[Region, np.ndarray, Path]]:
+        """The partial sums for a block; their files stay until :meth:`discard` (after the
+        block is recorded as finished)."""
+        return [(region, np.load(path), path) for region, path in self.waiting.pop(index, [])]
+
+    @staticmethod
+    def discard(paths: list[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
 
 
 class NetworkSource:
@@ -88,19 +120,37 @@ class NetworkSource:
         """Number of windows (the unit of progress)."""
         return self.grid.n_windows
 
-    def blocks(self, progress: Callable[[int], Any] | None = None) -> Iterator[BlockResult]:
-        """Yield finished block cores in z, y, x order; ``progress(n)`` after each batch."""
+    def blocks(self, progress: Callable[[int], Any] | None = None, done: Collection[CoreKey] = (),
+               carry_folder: Path | None = None) -> Iterator[BlockResult]:
+        """Yield finished block cores in z, y, x order; ``progress(n)`` after each batch.
+
+        ``done``: cores (:func:`~roidetect.inference.resume.core_key`) that a resumed run has
+        already, skipped; their partial sums for later blocks wait in ``carry_folder`` (by
+        default a temporary folder). The files a block takes are removed when the next block
+        is asked for, that is once the caller has written and recorded this one.
+        """
         device = self.model.device
         weight = torch.from_numpy(self.grid.weight()).to(device)
-        with tempfile.TemporaryDirectory(prefix="roidetect-carry-") as folder, torch.inference_mode():
-            carries = _Carries(Path(folder))
-            for block in self.grid.blocks():
+        with contextlib.ExitStack() as stack, torch.inference_mode():
+            if carry_folder is None:
+                carry_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="roidetect-carry-")))
+            carries = _Carries(carry_folder)
+            blocks = list(self.grid.blocks())
+            finished = {block.index for block in blocks if core_key(block.core) in done}
+            carries.restore(self.grid, blocks, finished)
+            for block in blocks:
+                if block.index in finished:
+                    if progress is not None:
+                        progress(len(block.starts))
+                    continue
                 accumulator = self._accumulate(block, weight, progress)
-                for region, part in carries.take(block.index):
+                taken = carries.take(block.index)
+                for region, part, _ in taken:
                     accumulator[(slice(None), *_local(region, block.extent))] += torch.from_numpy(part).to(device)
                 for index, region in self.grid.carry_targets(block):
-                    carries.put(index, region, accumulator[(slice(None), *_local(region, block.extent))])
+                    carries.put(block.index, index, region, accumulator[(slice(None), *_local(region, block.extent))])
                 yield self._finish(block, accumulator)
+                carries.discard([path for _, _, path in taken])
 
     def _accumulate(self, block: WindowBlock, weight: torch.Tensor,
                     progress: Callable[[int], Any] | None) -> torch.Tensor:

@@ -41,23 +41,45 @@ class ProbabilityWriter:
 
     Both are uint8 (4, Z, Y, X): ``round(255 * p)`` for the probabilities, and
     ``round(255 * std)`` for the per-class standard deviation over test-time augmentations.
+    With ``resume`` the arrays an interrupted run left in ``out_dir`` are filled further.
     """
 
     def __init__(self, out_dir: str | os.PathLike, shape: Sequence[int], spacing_um: Sequence[float],
-                 origin_um: Sequence[float], uncertainty: bool, chunks: Sequence[int]) -> None:
+                 origin_um: Sequence[float], uncertainty: bool, chunks: Sequence[int], resume: bool = False) -> None:
         out = Path(out_dir)
         full = (NUM_CLASSES, *(int(s) for s in shape))
         chunk = (1, *(min(int(c), int(n)) for c, n in zip(chunks, shape)))
-        self.probabilities = create_ome_zarr(out / PROBABILITIES, full, np.uint8, spacing_um, origin_um, chunk,
-                                             CHANNEL_NAMES)
-        self.uncertainty = (create_ome_zarr(out / UNCERTAINTY, full, np.uint8, spacing_um, origin_um, chunk,
-                                            [f"{name} std" for name in CHANNEL_NAMES]) if uncertainty else None)
+
+        def array(name: str, channels: list[str]) -> Any:
+            if resume:
+                return _reopen(out / name, full)
+            return create_ome_zarr(out / name, full, np.uint8, spacing_um, origin_um, chunk, channels)
+
+        self.probabilities = array(PROBABILITIES, CHANNEL_NAMES)
+        self.uncertainty = array(UNCERTAINTY, [f"{name} std" for name in CHANNEL_NAMES]) if uncertainty else None
 
     def write(self, result: BlockResult) -> None:
         where = (slice(None), *result.core)
         self.probabilities[where] = quantise(result.probabilities)
         if self.uncertainty is not None and result.uncertainty is not None:
             self.uncertainty[where] = quantise(result.uncertainty)
+
+
+def _reopen(path: Path, shape: tuple[int, ...]) -> Any:
+    """The writable array of an OME-Zarr image an interrupted run created, checked against ``shape``."""
+    import zarr
+
+    from roidetect.errors import UserError
+
+    try:
+        array = zarr.open_array(str(path / "0"), mode="r+")
+    except Exception as exc:
+        raise UserError(f"{path}: the interrupted prediction's array cannot be opened ({exc}); start over with "
+                        "--overwrite instead of --resume") from exc
+    if tuple(array.shape) != shape:
+        raise UserError(f"{path}: shape {tuple(array.shape)} in the interrupted prediction, {shape} now; start over "
+                        "with --overwrite instead of --resume")
+    return array
 
 
 def create_label_outputs(out_dir: str | os.PathLike, shape: Sequence[int], spacing_um: Sequence[float],

@@ -25,10 +25,11 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from roidetect.atomic import atomic_dir, check_output_dir, check_outside_inputs
+from roidetect.atomic import check_output_dir, check_outside_inputs, resumable_dir
 from roidetect.errors import UserError
 from roidetect.inference import outputs
 from roidetect.inference.mapped import with_transient_mapping
+from roidetect.inference.resume import Journal, identity, partial_dir, resumable_blocks, worth_keeping
 from roidetect.inference.settings import (detection_params, fill_setting, given, load_settings, positive_int,
                                           triplet)
 from roidetect.inference.sources import ClassicalSource, NormalisedReader, blank_outside_view
@@ -63,7 +64,7 @@ class ModelRun(Protocol):
 def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model: str | os.PathLike | None = None,
             device: str | None = None, tta: bool | None = None, voxel_size_um: float | Sequence[float] | None = None,
             overwrite: bool = False, quiet: bool = False, settings: Mapping[str, Any] | None = None,
-            region: str | None = None) -> Path:
+            region: str | None = None, resume: bool = False) -> Path:
     """Segment a scan and write its prediction folder.
 
     Parameters
@@ -91,6 +92,9 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
         Predict only this box of the scan, ``"z0:z1,y0:y1,x0:x1"`` in scan voxels
         (:func:`roidetect.volume.parse_region`); default ``settings["region"]`` (the whole scan).
         Outputs keep scan coordinates; the normalisation and the surface come from the whole scan.
+    resume : bool
+        Continue the run that stopped while writing ``out_dir``, from the blocks its partial
+        folder holds (:mod:`roidetect.inference.resume`); same scan, model and settings.
 
     Returns
     -------
@@ -101,8 +105,9 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
     ------
     UserError
         Unreadable scan, unknown or broken model, unavailable device, bad settings, an
-        existing output folder without ``overwrite``, or an output folder that is or holds the
-        scan or the model; nothing is written then.
+        existing output folder without ``overwrite``, an output folder that is or holds the
+        scan or the model, an interrupted run's partial folder without ``resume`` or
+        ``overwrite``, or ``resume`` of a run made otherwise; nothing is written then.
     """
     cfg = load_settings(settings)
     cfg["model"] = str(model) if model is not None else str(cfg["model"])
@@ -142,16 +147,37 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
         chunks = triplet(cfg["output"]["chunks"], "output.chunks")
         detect_blocks = triplet(cfg["detection"]["block_size"], "detection.block_size")
         scan_info = _scan_info(volume, record, scan, whole, box)
-        with atomic_dir(out_dir, overwrite) as tmp:
-            _write_prediction(tmp, volume, whole, box, cfg, run, record, scan_info, chunks, detect_blocks, quiet)
+        partial = partial_dir(out_dir)
+        expected = identity(scan_info, run.describe(), cfg)
+        done = resumable_blocks(partial, expected, resume, overwrite)
+        if resume and done:
+            log.info("resuming with %d finished block(s) from %s", len(done), partial)
+        elif resume:
+            log.info("%s holds no interrupted prediction to resume; starting from the beginning", partial)
+        if resume:
+            record.record(resumed={"partial": str(partial), "blocks_kept": len(done)})
+        try:
+            with resumable_dir(out_dir, partial, overwrite, keep=worth_keeping) as tmp:
+                journal = Journal(tmp, expected, done)
+                _write_prediction(tmp, volume, whole, box, cfg, run, record, scan_info, chunks, detect_blocks, journal,
+                                  quiet)
+        except BaseException:
+            if worth_keeping(partial):
+                log.warning("the prediction stopped; its finished blocks are kept in %s: run the same command with "
+                            "--resume to continue it", partial)
+            raise
     log.info("prediction written to %s", out_dir)
     return Path(out_dir)
 
 
 def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice, slice, slice] | None,
                       cfg: dict[str, Any], run: ModelRun, record: RunLog, scan_info: dict[str, Any],
-                      chunks: tuple[int, int, int], detect_blocks: tuple[int, int, int], quiet: bool) -> None:
+                      chunks: tuple[int, int, int], detect_blocks: tuple[int, int, int], journal: Journal,
+                      quiet: bool) -> None:
     """Fill the prediction folder ``out`` for ``volume``: the whole scan, or its ``box`` of ``whole``.
+
+    Each block of probabilities is recorded in ``journal`` once written; blocks it holds
+    already (a resumed run) are skipped.
 
     The surface of a region is found in the whole scan's columns above it, so depths count
     from the sample's top, not from the region's first slice.
@@ -170,10 +196,11 @@ def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice
     with record.step("inference"):
         source = run.source()
         writer = outputs.ProbabilityWriter(out, volume.shape, volume.spacing_um, volume.origin_um,
-                                           run.with_uncertainty, chunks)
+                                           run.with_uncertainty, chunks, resume=bool(journal.done))
         with tqdm(total=source.total, unit=source.unit, desc="inference", disable=quiet) as bar:
-            for result in source.blocks(bar.update):
+            for result in source.blocks(bar.update, set(journal.done), journal.carry_folder):
                 writer.write(blank_outside_view(result, volume, fill) if outside_view else result)
+                journal.mark(result.core)
     with record.step("surface"):
         surface = surface_from_scan(columns, cut, smooth_um=smooth_um, progress=not quiet)[inside]
         surface -= np.float32(volume.origin_um[0] - whole.origin_um[0])  # from the region's first slice
@@ -190,6 +217,7 @@ def _write_prediction(out: Path, volume: Volume, whole: Volume, box: tuple[slice
                   fill_value=fill, fill_outside_view=outside_view,
                   detection=asdict(run.detection),
                   detections={"total": int(len(table)), **table["class"].value_counts().to_dict()})
+    journal.finish()
     record.write(out)
     log.info("%d detections found", len(table))
 

@@ -8,13 +8,14 @@ writer does not care which one ran.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from roidetect.blockwise import count_blocks, iter_blocks
+from roidetect.inference.resume import CoreKey, core_key
 from roidetect.inference.windows import Region
 from roidetect.intensity import IntensityLevels, normalise
 from roidetect.volume import Volume
@@ -104,12 +105,21 @@ class ClassicalSource:
         """Number of blocks (the unit of progress)."""
         return count_blocks(self.reader.shape, self.block_size)
 
-    def blocks(self, progress: Callable[[int], Any] | None = None) -> Iterator[BlockResult]:
-        """Yield the probabilities of each block core; ``progress(1)`` after each block."""
+    def blocks(self, progress: Callable[[int], Any] | None = None, done: Collection[CoreKey] = (),
+               carry_folder: Any = None) -> Iterator[BlockResult]:
+        """Yield the probabilities of each block core; ``progress(1)`` after each block.
+
+        ``done``: cores (:func:`~roidetect.inference.resume.core_key`) that a resumed run has
+        already, skipped. ``carry_folder`` is not used (blocks do not share partial sums).
+        """
         from roidetect.classical import classical_probabilities, required_halo
 
         halo = required_halo(self.spacing_um, self.params)
         for block in iter_blocks(self.reader.shape, self.block_size, halo):
+            if core_key(block.core) in done:
+                if progress is not None:
+                    progress(1)
+                continue
             probabilities = classical_probabilities(self.reader(block.padded), self.spacing_um, self.params)
             core = np.ascontiguousarray(probabilities[(slice(None), *block.core_in_padded)], dtype=np.float32)
             if progress is not None:
