@@ -135,3 +135,30 @@ def test_parse_phases():
         parse_phases("particle=1,binder=1")
     with pytest.raises(UserError, match="particle phase"):
         parse_phases("binder=1")
+
+
+def test_phantoms_that_do_not_fit_the_free_memory_are_refused_before_any_work(tmp_path, monkeypatch):
+    import roidetect.synth.dataset as synth_dataset
+
+    one = synth_dataset.PEAK_BYTES_PER_VOXEL * 32 ** 3  # one 32^3 phantom
+    monkeypatch.setattr(synth_dataset, "available_memory_bytes", lambda: int(2.5 * one))
+    with pytest.raises(UserError, match="smaller --shape"):
+        write_dataset(tmp_path / "big", 1, shape=(48, 48, 48), quiet=True)
+    with pytest.raises(UserError, match="--workers 2 or fewer"):
+        write_dataset(tmp_path / "many", 4, shape=(32, 32, 32), workers=3, quiet=True)
+    assert not (tmp_path / "big").exists() and not (tmp_path / "many").exists()
+    out = write_dataset(tmp_path / "fits", 3, shape=(32, 32, 32), quiet=True)  # default workers: as many as fit
+    assert json.loads((out / "run.json").read_text())["parameters"]["workers"] <= 2
+    assert len(list((out / "images").iterdir())) == 3
+
+
+def test_running_out_of_memory_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import roidetect.synth as synth
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 29.8 GiB for an array with shape (2000, 2000, 2000)")
+
+    monkeypatch.setattr(synth, "write_dataset", exhausted)
+    assert main(["synth", "--out", str(tmp_path / "x"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory (Unable to allocate 29.8 GiB" in err

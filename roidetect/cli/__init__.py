@@ -56,8 +56,8 @@ def _unrecognized(args: argparse.Namespace, extras: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 user error, 130 interrupted,
-    141 when the reader of the output went away, as ``roidetect evaluate ... | head``)."""
+    """Run the command line; returns the exit status (0 ok, 1 out of memory, 2 user error,
+    130 interrupted, 141 when the reader of the output went away, as ``roidetect evaluate ... | head``)."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
@@ -74,6 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"roidetect {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        print(f"roidetect {args.command}: error: out of memory ({str(exc).strip() or 'MemoryError'}); the output was "
+              "not written. Give it a smaller input or smaller blocks (see the command's --help), or run it where "
+              "more memory is free", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"roidetect {args.command}: interrupted; the output was not written", file=sys.stderr)
         return 130

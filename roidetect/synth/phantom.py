@@ -142,7 +142,7 @@ def make_phantom(shape: Sequence[int] | None = None, voxel_size_um: float | Sequ
             raise UserError(f"geometry {_describe(source)} needs its phase values, "
                             "e.g. --phases particle=85,binder=170")
         full = load_geometry(source, phases)
-    shape = _shape(shape, full if geometry is not None else None)
+    shape = phantom_shape(shape, full if geometry is not None else None)
 
     params = chosen.params
     if randomise:
@@ -211,7 +211,14 @@ def _spacing(voxel_size_um: float | Sequence[float] | None) -> tuple[float, floa
     return tuple(float(v) for v in values)  # type: ignore[return-value]
 
 
-def _shape(shape: Sequence[int] | None, full: np.ndarray | None) -> tuple[int, int, int]:
+def phantom_shape(shape: Sequence[int] | None, full: np.ndarray | None = None) -> tuple[int, int, int]:
+    """The (z, y, x) shape of a phantom: ``shape``, else the whole geometry ``full``, else the default.
+
+    Raises
+    ------
+    UserError
+        ``shape`` is not three whole numbers of at least :data:`MIN_SIZE`.
+    """
     if shape is None:
         return DEFAULT_SHAPE if full is None else tuple(full.shape)  # type: ignore[return-value]
     values = list(shape)
