@@ -239,8 +239,9 @@ def load_volume(entry: VolumeEntry, label_map: dict[int, int], intensity_range: 
     """Read an entry's image, labels (and instances) into memory.
 
     Label values are read through the dataset's ``label_map`` (:attr:`DatasetSpec.label_map`:
-    its ignore label becomes 255); values then outside the label scheme are an error. An image with so few distinct values that it is a label map
-    or a mask (:func:`roidetect.intensity.few_grey_values`) gets a warning.
+    its ignore label becomes 255); values then outside the label scheme are an error. An image
+    with so few distinct values that it is a label map or a mask
+    (:func:`roidetect.intensity.few_grey_values`) gets a warning.
     """
     from roidetect.volume import open_volume
 
