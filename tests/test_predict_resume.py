@@ -94,3 +94,17 @@ def test_cli_resume_without_a_stopped_run_starts_from_the_beginning(scan: Path, 
                      "classical.block_size=24"]) == 0
     assert (out / "detections.csv").is_file()
     assert json.loads((out / "run.json").read_text())["resumed"]["blocks_kept"] == 0
+
+
+def test_resume_from_another_working_folder_finds_the_same_scan(scan: Path, tmp_path: Path,  # noqa: F811
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan is recognised by its checksum, not by the path as typed."""
+    out = tmp_path / "pred"
+    monkeypatch.chdir(scan.parent)
+    with monkeypatch.context() as patch:
+        stop_after(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            predict(scan.name, out, model="classical", quiet=True, settings=CLASSICAL)
+    monkeypatch.chdir(tmp_path)
+    predict(scan, out, model="classical", quiet=True, settings=CLASSICAL, resume=True)
+    assert json.loads((out / "run.json").read_text())["resumed"]["blocks_kept"] == 2

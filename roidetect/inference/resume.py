@@ -46,12 +46,13 @@ def core_key(core: Region) -> CoreKey:
 
 def identity(scan: Mapping[str, Any], model: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """What must not change between a run and its resumption: roidetect's version, the scan
-    (path, checksum, shape, voxel size, region), the model as run.json describes it (its
+    (its checksum, or its path when it has none; shape, voxel size, region), the model as run.json describes it (its
     device and precision included), and every setting that shapes the probabilities (not the
     thread count, nor those of the detection and surface steps, which run again)."""
+    scan = {k: v for k, v in scan.items() if not (k == "path" and scan.get("sha256"))}  # the checksum names it
     return json.loads(json.dumps({
         "roidetect": __version__,
-        "scan": dict(scan),
+        "scan": scan,
         "model": {k: v for k, v in model.items() if k != "threads"},
         "settings": {k: ({n: w for n, w in v.items() if n != "threads"} if k == "inference" else v)
                      for k, v in settings.items() if k not in ("detection", "surface", "device")},
