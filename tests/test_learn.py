@@ -653,3 +653,16 @@ def test_mostly_defects_warning_names_only_volumes_that_are_mostly_defects() -> 
     assert mostly_defects_warning({"a": usual, "b": {"background": 0, "pore": 0}}) is None
     warning = mostly_defects_warning({"a": usual, "b": shifted})
     assert warning is not None and "1 volume(s) (b 100 %)" in warning
+
+
+def test_volumes_that_do_not_fit_the_free_memory_are_refused_before_loading(tmp_path: Path, monkeypatch) -> None:
+    import roidetect.memory
+    from roidetect.learn.data import annotated_volumes
+
+    path = write_tiny_dataset(tmp_path, n=2)
+    loaded = []
+    monkeypatch.setattr("roidetect.learn.data._load", lambda *args: loaded.append(args) or None)
+    monkeypatch.setattr(roidetect.memory, "available_memory_bytes", lambda: 100_000)  # two 32^3 volumes need more
+    with pytest.raises(UserError, match=r"need about 0\.\d GB of memory once loaded .*crop them"):
+        annotated_volumes(path, (0.5, 99.5), SPACING)
+    assert not loaded

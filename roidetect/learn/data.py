@@ -428,14 +428,53 @@ def _median_voxel_size(fingerprint: dict[str, Any], entries: Sequence[Any]) -> t
 def _load_at(entries: Sequence[Any], spec: Any, fingerprint: dict[str, Any],
              target_um: tuple[float, float, float] | None) -> list[LoadedVolume]:
     """``entries`` loaded one at a time, each resampled to ``target_um`` where it differs;
-    volumes too far from it are refused before any is read."""
+    volumes too far from it, or more than the free memory holds, are refused before any is read."""
     from roidetect.learn.resample import at_voxel_size, check_voxel_sizes
 
     if target_um is None:
         return []
     check_voxel_sizes({e.id: fingerprint["volumes"][e.id]["voxel_size_um"] for e in entries}, target_um,
                       str(spec.path))
+    _check_memory(entries, fingerprint, target_um, str(spec.path))
     return [at_voxel_size(_load(e, spec, fingerprint), target_um) for e in entries]
+
+
+def _check_memory(entries: Sequence[Any], fingerprint: dict[str, Any], target_um: Sequence[float],
+                  dataset: str) -> None:
+    """Refuse volumes that would not fit the free memory once loaded (at ``target_um``).
+
+    A volume holds its image as stored (float32 once resampled), its labels (1 byte per
+    voxel) and its instances as stored, at its shape after resampling.
+    """
+    from roidetect.errors import UserError
+    from roidetect.learn.dataset import open_image
+    from roidetect.learn.resample import needs_resampling
+    from roidetect.memory import available_memory_bytes
+    from roidetect.volume import open_volume
+
+    free = available_memory_bytes()
+    if free is None:
+        return
+    sizes = {}
+    for entry in entries:
+        facts = fingerprint["volumes"][entry.id]
+        image, _ = open_image(entry, fill=None)
+        per_voxel = image.dtype.itemsize + 1
+        if entry.instances is not None:
+            per_voxel += open_volume(entry.instances, image.spacing_um).dtype.itemsize
+        voxels = float(np.prod(facts["shape_zyx"], dtype=np.float64))
+        if needs_resampling(facts["voxel_size_um"], target_um):
+            voxels *= float(np.prod(np.asarray(facts["voxel_size_um"]) / np.asarray(target_um)))
+            per_voxel += max(0, 4 - image.dtype.itemsize)
+        sizes[entry.id] = voxels * per_voxel
+    need = sum(sizes.values())
+    if need > free:
+        biggest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
+        largest = ", ".join(f"{vid} {size / 1e9:.1f} GB" for vid, size in biggest)
+        raise UserError(f"{dataset}: its {len(sizes)} volume(s) need about {need / 1e9:.1f} GB of memory once loaded "
+                        f"({largest}), and {free / 1e9:.1f} GB are free. Training holds its volumes in memory: crop "
+                        "them to their annotated parts (with sparse annotations, the labelled slices and a margin), "
+                        "use fewer, or train where more memory is free")
 
 
 def _load(entry: Any, spec: Any, fingerprint: dict[str, Any]) -> LoadedVolume:

@@ -31,6 +31,7 @@ from roidetect import __version__
 from roidetect.atomic import atomic_dir, check_output_dir, check_outside_inputs
 from roidetect.errors import UserError
 from roidetect.labels import CLASS_NAMES, DATASET_FILE, DATASET_FORMAT, DEFECT_CLASSES, IGNORE
+from roidetect.memory import available_memory_bytes
 from roidetect.runlog import RunLog
 from roidetect.synth.geometry import check_phases, load_geometry
 from roidetect.synth.params import SynthParams, apply_overrides
@@ -163,21 +164,6 @@ def _workers_that_fit(shape: tuple[int, int, int], n: int, workers: int | None) 
                             f"are free; use --workers {fits}{' or fewer' if fits > 1 else ''}")
         return int(workers)
     return max(1, min(os.cpu_count() or 1, n, fits))
-
-
-def available_memory_bytes() -> int | None:
-    """Memory free for new work (Linux ``MemAvailable``, else the physical memory), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _run_jobs(tmp: Path, jobs: list[tuple[str, int]], kwargs: dict[str, Any], preview: bool, workers: int,
