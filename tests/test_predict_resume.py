@@ -108,3 +108,22 @@ def test_resume_from_another_working_folder_finds_the_same_scan(scan: Path, tmp_
     monkeypatch.chdir(tmp_path)
     predict(scan, out, model="classical", quiet=True, settings=CLASSICAL, resume=True)
     assert json.loads((out / "run.json").read_text())["resumed"]["blocks_kept"] == 2
+
+
+def test_ctrl_c_on_the_command_line_keeps_the_blocks_and_says_how_to_resume(scan: Path, tmp_path: Path,  # noqa: F811
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            caplog: pytest.LogCaptureFixture,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    out = tmp_path / "pred"
+    args = ["predict", str(scan), "--out", str(out), "--model", "classical", "-q", "classical.block_size=24"]
+    stop_after(monkeypatch, 2)
+    monkeypatch.setattr(logging.getLogger("asyncio"), "disabled", False)  # restored after the test
+    with caplog.at_level("WARNING"):
+        assert main(args) == 130
+    assert "--resume" in caplog.text and partial_dir(out).is_dir()
+    assert "interrupted; the output was not written" in capsys.readouterr().err
+    assert logging.getLogger("asyncio").disabled  # no tracebacks of zarr's cut-short writes at exit
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0 and (out / "detections.csv").is_file()

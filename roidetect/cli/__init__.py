@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "more memory is free", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        # Zarr's writes run on an asyncio loop in another thread; the tasks Ctrl-C cut short would
+        # log tracebacks ("Task exception was never retrieved") as the interpreter exits.
+        logging.getLogger("asyncio").disabled = True
         print(f"roidetect {args.command}: interrupted; the output was not written", file=sys.stderr)
         return 130
     except BrokenPipeError:
