@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from roidetect import __version__
 from roidetect.errors import UserError
 
-COMMANDS = ("demo", "info", "synth", "dataset", "train", "calibrate", "ensemble", "predict", "suggest", "evaluate", "report")
+COMMANDS = ("demo", "info", "synth", "dataset", "train", "calibrate", "ensemble", "predict", "suggest", "evaluate",
+            "report")
 
 
 def _usage_error(prog: str, message: str) -> str:

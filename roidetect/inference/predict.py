@@ -150,12 +150,12 @@ def predict(scan: str | os.PathLike | Volume, out_dir: str | os.PathLike, model:
         partial = partial_dir(out_dir)
         expected = identity(scan_info, run.describe(), cfg)
         done = resumable_blocks(partial, expected, resume, overwrite)
-        if resume and done:
-            log.info("resuming with %d finished block(s) from %s", len(done), partial)
-        elif resume:
-            log.info("%s holds no interrupted prediction to resume; starting from the beginning", partial)
         if resume:
             record.record(resumed={"partial": str(partial), "blocks_kept": len(done)})
+            if done:
+                log.info("resuming with %d finished block(s) from %s", len(done), partial)
+            else:
+                log.info("%s holds no interrupted prediction to resume; starting from the beginning", partial)
         try:
             with resumable_dir(out_dir, partial, overwrite, keep=worth_keeping) as tmp:
                 journal = Journal(tmp, expected, done)

@@ -46,9 +46,10 @@ def core_key(core: Region) -> CoreKey:
 
 def identity(scan: Mapping[str, Any], model: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """What must not change between a run and its resumption: roidetect's version, the scan
-    (its checksum, or its path when it has none; shape, voxel size, region), the model as run.json describes it (its
-    device and precision included), and every setting that shapes the probabilities (not the
-    thread count, nor those of the detection and surface steps, which run again)."""
+    (its checksum, or its path when it has none; shape, voxel size, region), the model as
+    run.json describes it (its device and precision included), and every setting that shapes
+    the probabilities (not the thread count, nor those of the detection and surface steps,
+    which run again)."""
     scan = {k: v for k, v in scan.items() if not (k == "path" and scan.get("sha256"))}  # the checksum names it
     return json.loads(json.dumps({
         "roidetect": __version__,
@@ -99,7 +100,7 @@ def resumable_blocks(folder: Path, expected: Mapping[str, Any], resume: bool, ov
         A partial prediction exists and neither flag says what to do with it, or ``resume``
         asks to continue one made with another scan, model or settings (the differences named).
     """
-    journal = read_journal(folder) if folder.is_dir() else None
+    journal = read_journal(folder)
     done = [] if journal is None else journal.get("done") or []
     if not resume:
         if done and not overwrite:
@@ -177,6 +178,8 @@ class Journal:
 
 
 def _remove(path: Path) -> None:
+    """Remove a file or folder, raising on failure (unlike ``atomic``'s cleanup after an error):
+    a stale file left in the partial folder would end up in the prediction."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
